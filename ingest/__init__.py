@@ -1,0 +1,1 @@
+"""ingest: bridges MQTT gateways into Kafka, validated and keyed by sensor (issue #3)."""

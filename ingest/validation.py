@@ -1,0 +1,271 @@
+"""Turn one MQTT message into readings, status events and rejections (pure, no I/O).
+
+Every rejected message, or rejected item of a gateway batch, becomes a
+:class:`~tmiot.events.DeadLetter` with a reason code; the good items of a batch
+go through. Nothing here raises on bad input.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Final
+
+from pydantic import TypeAdapter, ValidationError
+
+from ingest.sensors import Lookup, SensorDirectory, SensorInfo
+from tmiot.config import IngestSettings
+from tmiot.events import DeadLetter, DeadLetterReason, RawReading, SensorStatusEvent
+from tmiot.payloads import (
+    BATCH,
+    BATCH_ENVELOPE,
+    GATEWAY_ITEM,
+    READING,
+    STATUS,
+    VALUE_LIMIT,
+    ReadingPayload,
+    TopicKind,
+    parse_topic,
+)
+
+__all__ = ["Outcome", "Validator", "Violation"]
+
+_ANY: Final = TypeAdapter(object)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A tenant's gateway addressed a sensor owned by another tenant."""
+
+    company_id: str  # the tenant in the topic (the actor)
+    ident: str  # the device id or sensor number it addressed
+    owners: frozenset[str]  # the tenants that own that identifier
+    topic: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Everything one MQTT message turned into."""
+
+    kind: TopicKind | None = None  # None: not a contract topic
+    readings: list[tuple[SensorInfo, RawReading]] = field(default_factory=list)
+    statuses: list[SensorStatusEvent] = field(default_factory=list)
+    rejections: list[DeadLetter] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Message:
+    """The message being validated, and where its results go."""
+
+    out: Outcome
+    topic: str
+    company: str | None
+    payload: bytes
+    received_at: dt.datetime
+    latest: dt.datetime  # bounds computed once per message, not per reading
+    earliest: dt.datetime
+
+
+def _reason_of(exc: ValidationError) -> tuple[DeadLetterReason, str]:
+    errors = exc.errors(include_url=False, include_input=False)
+    types = {e["type"] for e in errors}
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "payload"
+    detail = f"{where}: {first['msg']}"
+    if "json_invalid" in types or "json_type" in types:
+        return DeadLetterReason.MALFORMED_JSON, detail
+    if "finite_number" in types:
+        return DeadLetterReason.NON_FINITE_VALUE, detail
+    return DeadLetterReason.INVALID_SCHEMA, detail
+
+
+def _item_bytes(item: object) -> bytes:
+    """A batch item back as JSON, for its dead letter."""
+    return _ANY.dump_json(item, fallback=repr)
+
+
+class Validator:
+    """Validates, resolves and tenant-checks messages against a sensor directory."""
+
+    def __init__(self, directory: SensorDirectory, limits: IngestSettings) -> None:
+        """Use `directory` for resolution and `limits` for sizes and time bounds."""
+        self._directory = directory
+        self._limits = limits
+        self._future = dt.timedelta(seconds=limits.max_future_seconds)
+        self._age = dt.timedelta(seconds=limits.max_age_seconds)
+
+    def process(self, topic: str, payload: bytes, received_at: dt.datetime) -> Outcome:
+        """Validate one message received at `received_at` (UTC)."""
+        ref = parse_topic(topic)
+        msg = _Message(
+            Outcome(kind=ref.kind if ref else None),
+            topic,
+            ref.company_id if ref else None,
+            payload,
+            received_at,
+            received_at + self._future,
+            received_at - self._age,
+        )
+        if ref is None:
+            self._reject(msg, DeadLetterReason.INVALID_TOPIC, "not a contract topic")
+        elif len(payload) > self._limits.max_payload_bytes:
+            limit = self._limits.max_payload_bytes
+            self._reject(msg, DeadLetterReason.PAYLOAD_TOO_LARGE, f"{len(payload)} > {limit} bytes")
+        elif ref.kind is TopicKind.READING:
+            self._single(msg, ref.source_id)
+        elif ref.kind is TopicKind.BATCH:
+            self._batch(msg)
+        else:
+            self._status(msg, ref.source_id)
+        return msg.out
+
+    # --- message kinds ---------------------------------------------------------------
+
+    def _single(self, msg: _Message, ident: str) -> None:
+        try:
+            reading = READING.validate_json(msg.payload)
+        except ValidationError as exc:
+            self._reject(msg, *_reason_of(exc))
+            return
+        self._accept(msg, ident, reading)
+
+    def _batch(self, msg: _Message) -> None:
+        try:
+            # Fast path: the whole batch in one call into pydantic-core.
+            items = BATCH.validate_json(msg.payload)["readings"]
+        except ValidationError:
+            self._batch_items(msg)
+            return
+        for index, item in enumerate(items):
+            self._accept(msg, item["device_id"], item, index)
+
+    def _batch_items(self, msg: _Message) -> None:
+        """Slow path for a batch with bad parts: validate item by item."""
+        try:
+            envelope = BATCH_ENVELOPE.validate_json(msg.payload)
+        except ValidationError as exc:
+            self._reject(msg, *_reason_of(exc))
+            return
+        for index, item in enumerate(envelope["readings"]):
+            try:
+                reading = GATEWAY_ITEM.validate_python(item)
+            except ValidationError as exc:
+                reason, detail = _reason_of(exc)
+                self._reject(msg, reason, f"readings.{index}.{detail}", index, item)
+                continue
+            self._accept(msg, reading["device_id"], reading, index)
+
+    def _status(self, msg: _Message, ident: str) -> None:
+        try:
+            status = STATUS.validate_json(msg.payload)
+        except ValidationError as exc:
+            self._reject(msg, *_reason_of(exc))
+            return
+        info = self._resolve(msg, ident, None, None)
+        if info is None:
+            return
+        msg.out.statuses.append(
+            SensorStatusEvent.model_construct(
+                v=1,
+                sensor_id=info.sensor_uuid,
+                company_id=info.company_uuid,
+                timestamp=status["timestamp"],
+                battery_level_percent=status.get("battery_level_percent"),
+                heartbeat=status.get("heartbeat", True),
+                received_at=msg.received_at,
+            )
+        )
+
+    # --- shared steps ----------------------------------------------------------------
+
+    def _accept(
+        self, msg: _Message, ident: str, reading: ReadingPayload, index: int | None = None
+    ) -> None:
+        problem = self._bounds(msg, reading)
+        if problem is not None:
+            self._reject(msg, *problem, index, reading if index is not None else None)
+            return
+        info = self._resolve(msg, ident, index, reading)
+        if info is None:
+            return
+        msg.out.readings.append(
+            (
+                info,
+                {
+                    "sensor_id": info.sensor_id,
+                    "company_id": info.company_id,
+                    "reading_timestamp": reading["timestamp"],
+                    "value": reading["value"],
+                    "unit": reading.get("unit"),
+                    "quality_score": reading.get("quality_score"),
+                    "ambient_temperature": reading.get("ambient_temperature"),
+                    "ambient_humidity": reading.get("ambient_humidity"),
+                    "weather_conditions": reading.get("weather_conditions"),
+                    "received_at": msg.received_at,
+                },
+            )
+        )
+
+    @staticmethod
+    def _bounds(msg: _Message, reading: ReadingPayload) -> tuple[DeadLetterReason, str] | None:
+        value = reading["value"]
+        if not math.isfinite(value):  # pydantic refuses these already; belt and braces
+            return DeadLetterReason.NON_FINITE_VALUE, "value is not finite"
+        if abs(value) >= VALUE_LIMIT:
+            return DeadLetterReason.VALUE_OUT_OF_RANGE, f"|value| >= {VALUE_LIMIT:g}"
+        ts = reading["timestamp"]
+        if ts > msg.latest:
+            return DeadLetterReason.TIMESTAMP_IN_FUTURE, ts.isoformat()
+        if ts < msg.earliest:
+            return DeadLetterReason.TIMESTAMP_TOO_OLD, ts.isoformat()
+        return None
+
+    def _resolve(
+        self, msg: _Message, ident: str, index: int | None, item: object
+    ) -> SensorInfo | None:
+        assert msg.company is not None  # noqa: S101 - only contract topics get here
+        found, info = self._directory.resolve(msg.company, ident)
+        if found is Lookup.FOUND:
+            return info
+        if found is Lookup.OTHER_TENANT:
+            owners = self._directory.owners(ident)
+            msg.out.violations.append(Violation(msg.company, ident, owners, msg.topic))
+            detail = f"sensor {ident!r} belongs to another company"
+            self._reject(msg, DeadLetterReason.TENANT_MISMATCH, detail, index, item)
+        else:
+            self._reject(msg, DeadLetterReason.UNKNOWN_SENSOR, f"no sensor {ident!r}", index, item)
+        return None
+
+    def _reject(
+        self,
+        msg: _Message,
+        reason: DeadLetterReason,
+        detail: str,
+        index: int | None = None,
+        item: object = None,
+    ) -> None:
+        """Dead-letter the message, or one batch item (then `item` is what is kept)."""
+        # Only a rejected batch item pays for serialising itself back.
+        payload = _item_bytes(item) if index is not None else msg.payload
+        limit = self._limits.deadletter_payload_limit
+        shown = payload[:limit]
+        try:
+            text = shown.decode()
+        except UnicodeDecodeError:
+            text = "base64:" + base64.b64encode(shown).decode()
+        msg.out.rejections.append(
+            DeadLetter(
+                reason=reason,
+                detail=detail[:500],
+                source=f"mqtt:{msg.topic}",
+                company_id=msg.company,
+                item_index=index,
+                received_at=msg.received_at,
+                payload=text,
+                payload_size=len(payload),
+                truncated=len(payload) > limit,
+            )
+        )

@@ -1,0 +1,191 @@
+"""The `tmiot` command line: one entry point for every service and tool.
+
+Exit codes: 0 success; 1 a runtime failure (a service or the database refused);
+2 a usage or configuration error; 3 a subcommand whose issue has not landed yet;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Final
+
+import structlog
+from prometheus_client import CollectorRegistry, start_http_server
+
+from tmiot.config import Settings, load_settings
+from tmiot.db import apply_schema, create_database_if_missing
+from tmiot.errors import ConfigError, TmiotError, leaves
+from tmiot.logs import configure_logging
+from tmiot.services import ServiceManager
+from tmiot.simulate import command as simulate_command
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_NOT_YET: Final = 3
+EXIT_INTERRUPTED: Final = 130
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _db_init(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.no_create_database and create_database_if_missing(settings.database):
+        print("database created")
+    report = apply_schema(settings.database)
+    engine = (
+        f"TimescaleDB {report.timescaledb_version}"
+        if report.timescaledb_version
+        else "plain PostgreSQL (no timescaledb extension)"
+    )
+    print(f"schema applied on PostgreSQL {report.server_version}, {engine}")
+    print(f"tables: {len(report.tables)}; hypertables: {', '.join(report.hypertables) or 'none'}")
+    if report.missing_tables:
+        print(f"missing Phase 4 tables: {', '.join(report.missing_tables)}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _services(args: argparse.Namespace, settings: Settings) -> int:
+    manager = ServiceManager(settings)
+    if args.action == "down":
+        stopped = manager.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing of ours was running"))
+        return EXIT_OK
+    statuses = asyncio.run(manager.up() if args.action == "up" else manager.status())
+    for status in statuses:
+        print(status.line())
+    return EXIT_OK if all(s.healthy for s in statuses) else EXIT_FAILURE
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    del args
+    from ingest.service import IngestService  # noqa: PLC0415 - only this command needs it
+
+    service = IngestService(settings)
+    _serve_metrics(settings, service.metrics.registry)
+    return asyncio.run(_until_signalled(service.run()))
+
+
+async def _until_signalled(main: Coroutine[object, object, None]) -> int:
+    """Run a service until it ends or SIGTERM/SIGINT cancels it (a clean shutdown)."""
+    task = asyncio.create_task(main, name="service")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        structlog.get_logger("tmiot.cli").info("stopped by signal")
+        return EXIT_OK
+    return EXIT_OK
+
+
+def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
+    if settings.metrics.enabled:
+        start_http_server(settings.metrics.port, settings.metrics.host, registry=registry)
+        structlog.get_logger("tmiot.cli").info(
+            "metrics served", url=f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"
+        )
+
+
+def _not_yet(issue: int, what: str) -> Handler:
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        del args, settings
+        print(f"`tmiot {what}` arrives with issue #{issue}; it is not built yet.", file=sys.stderr)
+        return EXIT_NOT_YET
+
+    return handler
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tmiot",
+        description="TradesMate Pro IoT pipeline: MQTT ingest, anomaly scoring, service triggers.",
+        epilog="Settings come from TMIOT_* environment variables and an optional TOML file.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML settings file (env TMIOT_* wins)")
+    parser.add_argument("--log-format", choices=["json", "console"], help="override log.format")
+    parser.add_argument("--log-level", help="override log.level (DEBUG, INFO, ...)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    init = db_sub.add_parser("init", help="apply schema.sql (idempotent; safe at every start)")
+    init.add_argument(
+        "--no-create-database",
+        action="store_true",
+        help="fail instead of creating the configured database when it is missing",
+    )
+    init.set_defaults(handler=_db_init)
+
+    services = sub.add_parser("services", help="local embedded services (Kafka, PostgreSQL, MQTT)")
+    services.add_argument(
+        "action",
+        choices=["up", "down", "status"],
+        help="up: start what is not running and wait; down: stop what tmiot started; "
+        "status: probe each",
+    )
+    services.set_defaults(handler=_services)
+
+    ingest = sub.add_parser("ingest", help="bridge MQTT gateways into Kafka (runs until stopped)")
+    ingest.set_defaults(handler=_ingest)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="register a demo fleet and publish realistic readings with labelled anomalies",
+        description=simulate_command.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    simulate_command.configure_parser(simulate)
+    simulate.set_defaults(handler=simulate_command.run)
+
+    for name, issue, text in (
+        ("stream", 4, "score readings for anomalies and write them to the database"),
+        ("evaluate", 4, "run the detectors offline over NAB-style CSV series"),
+        ("triggers", 5, "evaluate automated_service_triggers and emit work orders"),
+        ("demo", 6, "run the whole pipeline end to end with a live view"),
+    ):
+        cmd = sub.add_parser(name, help=f"{text} (issue #{issue})")
+        cmd.set_defaults(handler=_not_yet(issue, name))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    log_overrides = {
+        k: v for k, v in (("format", args.log_format), ("level", args.log_level)) if v is not None
+    }
+    try:
+        settings = load_settings(args.config)
+        if log_overrides:
+            log_settings = {**settings.log.model_dump(), **log_overrides}
+            settings = load_settings(args.config, log=log_settings)
+    except ConfigError as exc:
+        print(f"tmiot: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log)
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BaseException as exc:
+        ours = [e for e in leaves(exc) if isinstance(e, TmiotError)]
+        if not ours:
+            raise
+        structlog.get_logger("tmiot.cli").debug("command failed", exc_info=exc)
+        print(f"tmiot: {ours[0]}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The one configuration model of the pipeline.
+
+Read once at an entry point (the CLI) from environment variables prefixed
+``TMIOT_`` (nested groups with ``__``, e.g. ``TMIOT_KAFKA__BOOTSTRAP_SERVERS``)
+and an optional TOML file, then passed down as arguments. Libraries below the
+entry point never read the environment.
+
+Example:
+    >>> s = Settings(kafka=KafkaSettings(bootstrap_servers="k1:9092,k2:9092"))
+    >>> s.kafka.bootstrap_list
+    ['k1:9092', 'k2:9092']
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tmiot.errors import ConfigError
+
+__all__ = [
+    "DatabaseSettings",
+    "IngestSettings",
+    "KafkaSecurityProtocol",
+    "KafkaSettings",
+    "LogFormat",
+    "LogSettings",
+    "MetricsSettings",
+    "MqttSettings",
+    "ServicesSettings",
+    "Settings",
+    "TlsFiles",
+    "TopicSettings",
+    "load_settings",
+]
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Group(BaseModel):
+    """A frozen group of options; unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TlsFiles(_Group):
+    """TLS material for a client connection (all paths optional; CA alone = server auth)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            msg = "cert_file and key_file must be given together"
+            raise ValueError(msg)
+        return self
+
+
+class MqttSettings(_Group):
+    """Connection to the MQTT broker the gateways publish to."""
+
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str = "tmiot-ingest"
+    qos: Annotated[int, Field(ge=0, le=2)] = 1
+    keepalive_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+    tls: TlsFiles | None = None
+    # Several ingest processes split the load through a shared subscription.
+    share_group: str | None = "tmiot-ingest"
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> Self:
+        if self.password is not None and self.username is None:
+            msg = "password is set but username is not"
+            raise ValueError(msg)
+        return self
+
+
+class KafkaSecurityProtocol(StrEnum):
+    """Kafka client security protocols (as librdkafka and aiokafka name them)."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class TopicSettings(_Group):
+    """Kafka topic names; every service reads them from here."""
+
+    readings_raw: str = "sensor.readings.raw"
+    readings_scored: str = "sensor.readings.scored"
+    readings_deadletter: str = "sensor.readings.deadletter"
+    sensor_status: str = "sensor.status"
+    workorders_requested: str = "workorders.requested"
+    workorders_outcomes: str = "workorders.outcomes"
+    notifications_requested: str = "notifications.requested"
+
+
+class KafkaSettings(_Group):
+    """Connection to Kafka (the embedded tansu broker locally, a cluster in production)."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    tls: TlsFiles | None = None
+    partitions: Annotated[int, Field(ge=1, le=10_000)] = 8
+    replication_factor: Annotated[int, Field(ge=1, le=10)] = 1
+    topics: TopicSettings = TopicSettings()
+    # Producer tuning; our records already pack many readings, so linger stays short.
+    linger_ms: Annotated[int, Field(ge=0, le=1000)] = 2
+    max_request_bytes: Annotated[int, Field(ge=65_536, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    enable_idempotence: bool = False
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        """The bootstrap servers as a list of ``host:port``."""
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> Self:
+        if not self.bootstrap_list:
+            msg = "bootstrap_servers is empty"
+            raise ValueError(msg)
+        sasl = self.security_protocol in {
+            KafkaSecurityProtocol.SASL_PLAINTEXT,
+            KafkaSecurityProtocol.SASL_SSL,
+        }
+        if sasl and (self.sasl_mechanism is None or self.sasl_username is None):
+            msg = (
+                f"security_protocol {self.security_protocol} needs sasl_mechanism and sasl_username"
+            )
+            raise ValueError(msg)
+        return self
+
+
+class IngestSettings(_Group):
+    """Validation limits and batching of the MQTT-to-Kafka bridge."""
+
+    max_payload_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 256 * 1024
+    max_future_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+    max_age_seconds: Annotated[float, Field(gt=0)] = 7 * 86_400.0
+    # Readings are packed per Kafka partition and flushed on size or time.
+    linger_ms: Annotated[int, Field(ge=0, le=1000)] = 5
+    max_record_readings: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # MQTT messages received but not yet acknowledged (Kafka has not acked them):
+    # past this, ingest stops taking messages and the broker holds the rest.
+    max_inflight_messages: Annotated[int, Field(ge=1, le=65_535)] = 10_000
+    deadletter_payload_limit: Annotated[int, Field(ge=64, le=1024 * 1024)] = 4096
+    sensor_reload_seconds: Annotated[float, Field(gt=0)] = 300.0
+    audit_flush_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # MQTT v5 session expiry: how long the broker keeps our queue while we are away.
+    session_expiry_seconds: Annotated[int, Field(ge=0)] = 7 * 86_400
+    progress_log_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+
+class DatabaseSettings(_Group):
+    """PostgreSQL / TimescaleDB connection."""
+
+    # A libpq URL or conninfo string; a password belongs in `password`, not here.
+    url: str = "postgresql://postgres@127.0.0.1:5432/tmiot"
+    password: SecretStr | None = None
+    pool_min_size: Annotated[int, Field(ge=0, le=100)] = 1
+    pool_max_size: Annotated[int, Field(ge=1, le=200)] = 8
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> Self:
+        if self.pool_min_size > self.pool_max_size:
+            msg = "pool_min_size is larger than pool_max_size"
+            raise ValueError(msg)
+        return self
+
+
+class MetricsSettings(_Group):
+    """Prometheus endpoint of each service."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 9108
+
+
+class LogFormat(StrEnum):
+    """Log renderers: JSON lines for production, colourless console for people."""
+
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogSettings(_Group):
+    """Structured logging."""
+
+    format: LogFormat = LogFormat.CONSOLE
+    level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _known_level(self) -> Self:
+        if self.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            msg = f"unknown log level {self.level!r}"
+            raise ValueError(msg)
+        return self
+
+
+class ServicesSettings(_Group):
+    """The embedded local services (`tmiot services up`) for development and tests."""
+
+    run_dir: Path = Path(".tmiot")
+    start_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+
+class Settings(BaseSettings):
+    """Everything the three services and the CLI can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TMIOT_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+    # Set by load_settings; a class variable so that pydantic does not treat it as a field.
+    _toml_file: ClassVar[Path | None] = None
+
+    mqtt: MqttSettings = MqttSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    ingest: IngestSettings = IngestSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+    services: ServicesSettings = ServicesSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order of precedence: arguments, environment, then the TOML file."""
+        del dotenv_settings, file_secret_settings
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        setting = ".".join(str(p) for p in err["loc"]) or "(settings)"
+        env = "TMIOT_" + "__".join(str(p) for p in err["loc"]).upper()
+        lines.append(f"{setting} (env {env}): {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:  # noqa: ANN401 - pydantic takes any field value
+    """Read the settings from the environment and an optional TOML file.
+
+    Args:
+        config_file: a TOML file with the same nested keys (``[kafka]``,
+            ``bootstrap_servers = ...``); the environment overrides it.
+        **overrides: field values that win over both.
+
+    Raises:
+        ConfigError: a setting is invalid or the file is unreadable; the message
+            names every offending setting and its environment variable.
+    """
+    if config_file is not None and not config_file.is_file():
+        msg = f"config file {config_file} does not exist"
+        raise ConfigError(msg, setting="config_file")
+    # pydantic-settings builds sources per class, so the file is passed via a
+    # throwaway subclass rather than global state.
+    cls: type[Settings] = type("Settings", (Settings,), {"_toml_file": config_file})
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc), setting=_first_setting(exc)) from exc
+    except (OSError, ValueError) as exc:  # TOML syntax errors are ValueErrors
+        msg = f"cannot read config file {config_file}: {exc}"
+        raise ConfigError(msg, setting="config_file") from exc
+
+
+def _first_setting(exc: ValidationError) -> str:
+    errors = exc.errors()
+    return ".".join(str(p) for p in errors[0]["loc"]) if errors else ""

@@ -1,0 +1,1 @@
+"""triggers: automated_service_triggers evaluated on the scored stream (issue #5)."""
