@@ -78,3 +78,7 @@ demo: install ## Run the whole pipeline end to end on embedded defaults
 	$(BIN)/tmiot db init
 	@echo "The pipeline (ingest, stream, triggers, simulator) arrives with issues #3-#6;"
 	@echo "services are up and the schema is applied. Stop them with: make services-down"
+
+.PHONY: bench-ingest
+bench-ingest: install ## Ingest vs a bare MQTT subscriber, side by side -> bench/results/ingest.{md,json}
+	$(BIN)/python bench/bench_ingest.py

@@ -240,6 +240,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
             Scenario("single-qos1", 1, 1, args.single_messages),
             Scenario("batch100-qos1", 1, 100, args.batch_messages),
         ]
+        scenarios = [sc for sc in scenarios if sc.name in args.scenarios]
         results: list[Result] = []
         for sc in scenarios:
             payloads = _payloads(sc, company, devices)
@@ -352,6 +353,12 @@ def main() -> None:
     parser.add_argument("--single-messages", type=int, default=60_000)
     parser.add_argument("--batch-messages", type=int, default=3_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=["single-qos0", "single-qos1", "batch100-qos1"],
+        help="which scenarios to run (default: all)",
+    )
     args = parser.parse_args()
     configure_logging(LogSettings(level="WARNING"))
     results = asyncio.run(run(args))

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.sensors import SensorInfo, partition_for
-from tmiot.events import READING_BATCH, RawReading, ReadingBatch
+from pydantic_core import to_json
+
+from ingest.sensors import partition_for
+from ingest.validation import ReadingRow
+from tmiot.events import BATCH_COLUMNS
 
 __all__ = ["PackedRecord", "Packer"]
 
@@ -24,7 +27,7 @@ class PackedRecord:
 
 
 class Packer:
-    """Accumulates readings per partition; `drain` turns them into records.
+    """Accumulates reading rows per partition; `drain` turns them into columnar records.
 
     >>> p = Packer(partitions=4, max_readings=2)
     >>> len(p)
@@ -35,7 +38,7 @@ class Packer:
         """Pack for a topic of `partitions` partitions, at most `max_readings` per record."""
         self._partitions = partitions
         self._max = max_readings
-        self._pending: dict[int, list[RawReading]] = {}
+        self._pending: dict[int, list[ReadingRow]] = {}
         self._count = 0
         # murmur2 is pure Python in aiokafka: compute it once per sensor.
         self._partition_of: dict[str, int] = {}
@@ -44,32 +47,40 @@ class Packer:
         """Readings waiting to be drained."""
         return self._count
 
-    def partition(self, info: SensorInfo) -> int:
+    def partition(self, sensor_id: str) -> int:
         """The partition of a sensor's readings."""
-        p = self._partition_of.get(info.sensor_id)
+        p = self._partition_of.get(sensor_id)
         if p is None:
-            p = self._partition_of[info.sensor_id] = partition_for(info.sensor_id, self._partitions)
+            p = self._partition_of[sensor_id] = partition_for(sensor_id, self._partitions)
         return p
 
-    def add(self, info: SensorInfo, reading: RawReading) -> None:
-        """Queue one reading behind the earlier ones of its partition."""
-        self._pending.setdefault(self.partition(info), []).append(reading)
-        self._count += 1
+    def add(self, rows: list[ReadingRow]) -> None:
+        """Queue rows (in order) behind the earlier ones of their partitions."""
+        pending, partition_of = self._pending, self._partition_of
+        for row in rows:
+            p = partition_of.get(row[0])
+            if p is None:
+                p = self.partition(row[0])
+            queue = pending.get(p)
+            if queue is None:
+                queue = pending[p] = []
+            queue.append(row)
+        self._count += len(rows)
 
     def drain(self) -> list[PackedRecord]:
         """All queued readings as records (split at `max_readings`), emptying the packer."""
         records = []
-        for partition, readings in self._pending.items():
-            for start in range(0, len(readings), self._max):
-                chunk = readings[start : start + self._max]
-                first = chunk[0]["sensor_id"]
-                single = all(r["sensor_id"] == first for r in chunk)
-                batch: ReadingBatch = {"v": 1, "readings": chunk}
+        for partition, rows in self._pending.items():
+            for start in range(0, len(rows), self._max):
+                chunk = rows[start : start + self._max]
+                columns = dict(zip(BATCH_COLUMNS, zip(*chunk, strict=True), strict=True))
+                sensors = columns["sensor_id"]
+                single = sensors.count(sensors[0]) == len(sensors)
                 records.append(
                     PackedRecord(
                         partition=partition,
-                        key=first.encode() if single else None,
-                        value=READING_BATCH.dump_json(batch),
+                        key=sensors[0].encode() if single else None,
+                        value=to_json({"v": 1, **columns}),
                         readings=len(chunk),
                     )
                 )

@@ -83,6 +83,10 @@ class SensorDirectory:
         """Number of sensors known."""
         return len(self._by_id)
 
+    def find(self, company_id: str, ident: str) -> SensorInfo | None:
+        """The sensor `ident` of `company_id`, or None (the hot path; see `resolve`)."""
+        return self._by_key.get((company_id, ident))
+
     def resolve(self, company_id: str, ident: str) -> tuple[Lookup, SensorInfo | None]:
         """Find the sensor `ident` (device id or sensor number) of `company_id`."""
         info = self._by_key.get((company_id, ident))

@@ -347,8 +347,7 @@ class _Batch:
     def add(self, message: aiomqtt.Message, received: float, outcome: Outcome) -> None:
         self._messages.append(message)
         self._received.append(received)
-        for info, reading in outcome.readings:
-            self.packer.add(info, reading)
+        self.packer.add(outcome.readings)
         self._deadletters.extend(outcome.rejections)
         self._statuses.extend(outcome.statuses)
 

@@ -171,6 +171,52 @@ class IngestSettings(_Group):
     progress_log_seconds: Annotated[float, Field(gt=0)] = 10.0
 
 
+class DetectorSettings(_Group):
+    """Online anomaly detection per sensor (stream): one configuration for every series."""
+
+    # Time-of-day slots of the learned daily profile (96: one per 15 minutes).
+    season_bins: Annotated[int, Field(ge=1, le=1440)] = 96
+    # EWMA weight of the level (deseasonalised mean) per reading.
+    level_alpha: Annotated[float, Field(gt=0, le=1)] = 0.1
+    # EWMA weight of a daily-profile slot each time a reading lands in it.
+    season_gamma: Annotated[float, Field(gt=0, le=1)] = 0.3
+    # EWMA weight of the residual scale (mean absolute residual).
+    scale_alpha: Annotated[float, Field(gt=0, le=1)] = 0.01
+    # Floor of the residual scale, as a fraction of the range seen so far.
+    scale_floor: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # EWMA weights of the short and long residual variance (the `noise` test).
+    noise_short_alpha: Annotated[float, Field(gt=0, le=1)] = 0.1
+    noise_long_alpha: Annotated[float, Field(gt=0, le=1)] = 0.005
+    # EWMA weight of the typical surprise that a reading's surprise is relative to.
+    surprise_alpha: Annotated[float, Field(gt=0, le=1)] = 0.01
+    # Soft cap of a reading's surprise, in nats: beyond it all excesses look alike.
+    surprise_cap: Annotated[float, Field(gt=0)] = 25.0
+    # Smallest typical surprise (a Gaussian residual averages about 0.8 nats).
+    surprise_floor: Annotated[float, Field(gt=0)] = 0.5
+    # Relative surprise that maps to score 0.5: score = s / (s + surprise_half).
+    surprise_half: Annotated[float, Field(gt=0)] = 8.6
+    # Readings learned before any score is given (NAB allows 15 % of a file).
+    warmup_readings: Annotated[int, Field(ge=2, le=100_000)] = 30
+    # Score from which a reading is an anomaly.
+    anomaly_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    # After an anomaly, the next scores are damped for this many readings ...
+    holdoff_readings: Annotated[int, Field(ge=0, le=100_000)] = 50
+    # ... by this factor, so one event does not raise a burst of alerts.
+    holdoff_damping: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # Page-Hinkley (river.drift) on the deseasonalised value, in residual-scale units:
+    # the tolerated shift, the alarm level, and the readings it needs after a reset.
+    drift_delta: Annotated[float, Field(ge=0)] = 0.5
+    drift_threshold: Annotated[float, Field(gt=0)] = 50.0
+    drift_min_readings: Annotated[int, Field(ge=1)] = 30
+
+
+class StreamSettings(_Group):
+    """The stream workers: Faust app, batching, state checkpoints, database sink."""
+
+    app_id: str = "tmiot-stream"
+    detector: DetectorSettings = DetectorSettings()
+
+
 class DatabaseSettings(_Group):
     """PostgreSQL / TimescaleDB connection."""
 
@@ -240,6 +286,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     kafka: KafkaSettings = KafkaSettings()
     ingest: IngestSettings = IngestSettings()
+    stream: StreamSettings = StreamSettings()
     database: DatabaseSettings = DatabaseSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()

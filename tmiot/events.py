@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from typing_extensions import TypedDict
 
 __all__ = [
+    "BATCH_COLUMNS",
     "DEADLETTER_SCHEMA",
     "RAW_SCHEMA",
     "READING_BATCH",
@@ -38,6 +39,10 @@ __all__ = [
     "RawReading",
     "ReadingBatch",
     "SensorStatusEvent",
+    "decode_reading_batch",
+    "from_us",
+    "reading_rows",
+    "to_us",
 ]
 
 SCHEMA_HEADER: Final = "tmiot-schema"
@@ -51,10 +56,7 @@ class _Event(BaseModel):
 
 
 class RawReading(TypedDict):
-    """A validated, tenant-checked reading, resolved to its sensor.
-
-    Ids are UUIDs in canonical text form; times are RFC 3339 with offset.
-    """
+    """One reading of a :class:`ReadingBatch`, as a row (see :func:`reading_rows`)."""
 
     sensor_id: str
     company_id: str
@@ -69,15 +71,95 @@ class RawReading(TypedDict):
 
 
 class ReadingBatch(TypedDict):
-    """Value of a ``sensor.readings.raw`` record: readings of one partition, in order."""
+    """Value of a ``sensor.readings.raw`` record: one partition's readings, in order, as columns.
+
+    Column ``i`` of every list belongs to reading ``i``; all lists have the same
+    length. Times are integer microseconds since the Unix epoch, UTC (``ts_us``:
+    the reading's timestamp; ``received_us``: when ingest received its message).
+    """
 
     v: Literal[1]
-    readings: list[RawReading]
+    sensor_id: list[str]
+    company_id: list[str]
+    ts_us: list[int]
+    value: list[float]
+    unit: list[str | None]
+    quality_score: list[float | None]
+    ambient_temperature: list[float | None]
+    ambient_humidity: list[float | None]
+    weather_conditions: list[str | None]
+    received_us: list[int]
 
 
-# A TypedDict, not a model: records carry hundreds of readings, and
-# pydantic-core then encodes and decodes them without a Python object each.
+# Column order of ReadingBatch, also the order of a packed row tuple in ingest.
+BATCH_COLUMNS: Final = (
+    "sensor_id",
+    "company_id",
+    "ts_us",
+    "value",
+    "unit",
+    "quality_score",
+    "ambient_temperature",
+    "ambient_humidity",
+    "weather_conditions",
+    "received_us",
+)
+
+# Columns, not a list of objects: encoding, decoding and the database's
+# unnest() insert then handle a few lists per record instead of a dict per reading.
 READING_BATCH: Final = TypeAdapter(ReadingBatch)
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def to_us(when: dt.datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (exact, no float rounding).
+
+    >>> to_us(dt.datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=dt.UTC))
+    1000005
+    """
+    return (when - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def from_us(us: int) -> dt.datetime:
+    """The aware UTC datetime of microseconds since the epoch."""
+    return _EPOCH + dt.timedelta(microseconds=us)
+
+
+def decode_reading_batch(data: bytes | str) -> ReadingBatch:
+    """Validate a ``sensor.readings.raw`` record value.
+
+    Raises:
+        ValueError: not JSON, a wrong type, or columns of different lengths
+            (:class:`pydantic.ValidationError` is a ValueError).
+    """
+    batch = READING_BATCH.validate_json(data)
+    n = len(batch["sensor_id"])
+    if any(len(batch[c]) != n for c in BATCH_COLUMNS):
+        msg = "reading batch columns differ in length"
+        raise ValueError(msg)
+    return batch
+
+
+def reading_rows(batch: ReadingBatch) -> list[RawReading]:
+    """The batch as one dict per reading (convenient, slower than the columns)."""
+    return [
+        {
+            "sensor_id": sensor,
+            "company_id": company,
+            "reading_timestamp": from_us(ts),
+            "value": value,
+            "unit": unit,
+            "quality_score": quality,
+            "ambient_temperature": temp,
+            "ambient_humidity": humidity,
+            "weather_conditions": weather,
+            "received_at": from_us(received),
+        }
+        for sensor, company, ts, value, unit, quality, temp, humidity, weather, received in zip(
+            *(batch[c] for c in BATCH_COLUMNS),
+            strict=True,
+        )
+    ]
 
 
 class DeadLetterReason(StrEnum):

@@ -18,7 +18,7 @@ from ingest.service import IngestService
 from tests.fix_ingest import Record, Tenants, consume_until, ingest_settings, running
 from tmiot.config import DatabaseSettings, MqttSettings
 from tmiot.db import conninfo
-from tmiot.events import READING_BATCH, DeadLetter, SensorStatusEvent
+from tmiot.events import DeadLetter, SensorStatusEvent, decode_reading_batch, reading_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.postgres]
 
@@ -28,7 +28,7 @@ def _readings(records: list[Record]) -> list[tuple[int, str, dt.datetime, float]
     return [
         (r.partition, reading["sensor_id"], reading["reading_timestamp"], reading["value"])
         for r in records
-        for reading in READING_BATCH.validate_json(r.value)["readings"]
+        for reading in reading_rows(decode_reading_batch(r.value))
     ]
 
 
@@ -293,3 +293,32 @@ async def test_new_sensors_are_picked_up_without_restart(
             kafka_bootstrap, settings.kafka.topics.readings_raw, _count_readings(1)
         )
     assert [v for *_, v in _readings(records)] == [7]
+
+
+async def test_two_ingest_processes_in_one_share_group_split_the_load(
+    tenants: Tenants,
+    schema_database: DatabaseSettings,
+    kafka_bootstrap: str,
+    mqtt_settings: MqttSettings,
+) -> None:
+    settings = ingest_settings(schema_database, kafka_bootstrap, mqtt_settings)
+    first = IngestService(settings)
+    second_mqtt = settings.mqtt.model_copy(update={"client_id": settings.mqtt.client_id + "-2"})
+    second = IngestService(settings.model_copy(update={"mqtt": second_mqtt}))
+    devices = list(tenants.a.sensors)
+    n = 400
+    async with running(first), running(second):
+        async with await _publisher(mqtt_settings) as gw:
+            for i in range(n):
+                await gw.publish(
+                    f"tenants/{tenants.a.company_id}/sensors/{devices[i % len(devices)]}/readings",
+                    json.dumps({"timestamp": _ts(i), "value": i}),
+                    qos=1,
+                )
+        records = await consume_until(
+            kafka_bootstrap, settings.kafka.topics.readings_raw, _count_readings(n)
+        )
+    assert sorted(v for *_, v in _readings(records)) == list(range(n)), "lost or duplicated"
+    shares = [int(s.metrics.readings._value.get()) for s in (first, second)]  # noqa: SLF001
+    assert sum(shares) == n
+    assert min(shares) > n // 5, f"one process did (almost) all the work: {shares}"

@@ -17,7 +17,7 @@ import pytest
 
 from tests.fix_ingest import Record, Tenants, consume_until, ingest_settings
 from tmiot.config import DatabaseSettings, MqttSettings, Settings
-from tmiot.events import READING_BATCH
+from tmiot.events import decode_reading_batch, reading_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.postgres, pytest.mark.slow]
 
@@ -61,7 +61,7 @@ def _keys(records: list[Record]) -> list[tuple[str, dt.datetime]]:
     return [
         (r["sensor_id"], r["reading_timestamp"])
         for rec in records
-        for r in READING_BATCH.validate_json(rec.value)["readings"]
+        for r in reading_rows(decode_reading_batch(rec.value))
     ]
 
 

@@ -19,7 +19,7 @@ from tests.fix_ingest import consume_until, ingest_settings, register_tenant, ru
 from tests.fix_mosquitto import SecureBroker
 from tmiot.config import DatabaseSettings
 from tmiot.errors import leaves
-from tmiot.events import READING_BATCH
+from tmiot.events import decode_reading_batch, reading_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.postgres]
 
@@ -91,6 +91,6 @@ async def test_mutual_tls_ingest_receives_its_tenants_gateway(
         records = await consume_until(
             kafka_bootstrap, settings.kafka.topics.readings_raw, lambda r: len(r) >= 1
         )
-    [reading] = READING_BATCH.validate_json(records[0].value)["readings"]
+    [reading] = reading_rows(decode_reading_batch(records[0].value))
     assert reading["sensor_id"] == tenant.sensors["dev-tls"]
     assert reading["value"] == 4.2

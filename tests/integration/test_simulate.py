@@ -16,7 +16,7 @@ from ingest.service import IngestService
 from tests.fix_ingest import Record, consume_until, ingest_settings, running
 from tmiot.config import DatabaseSettings, MqttSettings
 from tmiot.db import conninfo
-from tmiot.events import READING_BATCH
+from tmiot.events import decode_reading_batch, reading_rows
 from tmiot.simulate import (
     AnomalyType,
     PublishOptions,
@@ -61,7 +61,7 @@ def _received(records: list[Record]) -> list[tuple[str, dt.datetime]]:
     return [
         (r["sensor_id"], r["reading_timestamp"])
         for rec in records
-        for r in READING_BATCH.validate_json(rec.value)["readings"]
+        for r in reading_rows(decode_reading_batch(rec.value))
     ]
 
 

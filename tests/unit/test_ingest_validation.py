@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ingest.sensors import SensorDirectory, SensorInfo
 from ingest.validation import Validator
 from tmiot.config import IngestSettings
-from tmiot.events import DeadLetterReason
+from tmiot.events import DeadLetterReason, to_us
 
 A = str(uuid.UUID(int=1))
 B = str(uuid.UUID(int=2))
@@ -44,10 +44,10 @@ def test_a_good_reading_resolves_by_device_id_or_sensor_number(validator: Valida
         NOW,
     )
     assert not out.rejections
-    [(info, reading)] = out.readings
-    assert info.sensor_id == S1
-    assert reading["sensor_id"] == S1
-    assert reading["value"] == 3.5
+    [row] = out.readings
+    assert row[:4] == (S1, A, TS * 1000, 3.5)
+    assert row[4:9] == ("degC", 0.9, None, None, None)
+    assert row[9] == to_us(NOW)
     assert _single(validator, "SENS-002", {"timestamp": "2026-11-25T11:59:00Z", "value": 1}) == [
         "ok"
     ]
@@ -112,7 +112,7 @@ def test_a_batch_keeps_its_good_items(validator: Validator) -> None:
     ]
     body = json.dumps({"readings": items}, allow_nan=True).encode()
     out = validator.process(f"tenants/{A}/gateways/gw-1/readings", body, NOW)
-    assert [r["value"] for _, r in out.readings] == [1.0, 2.0, 6.0]
+    assert [r[3] for r in out.readings] == [1.0, 2.0, 6.0]
     assert [(r.item_index, r.reason.value) for r in out.rejections] == [
         (1, "non_finite_value"),
         (3, "invalid_schema"),
