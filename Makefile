@@ -82,3 +82,21 @@ demo: install ## Run the whole pipeline end to end on embedded defaults
 .PHONY: bench-ingest
 bench-ingest: install ## Ingest vs a bare MQTT subscriber, side by side -> bench/results/ingest.{md,json}
 	$(BIN)/python bench/bench_ingest.py
+
+.PHONY: bench-stream
+bench-stream: install ## Stream worker vs a bare consume-and-write loop, memory per sensor -> bench/results/stream.{md,json}
+	$(BIN)/python bench/bench_stream.py
+
+NAB ?= ../shared/nab
+NAB_OUT := .tmiot/nab
+
+.PHONY: nab
+nab: install ## Score the detector on the NAB subset in $(NAB) (read in place) -> bench/results/nab.md
+	$(BIN)/tmiot evaluate --data $(NAB)/data --out $(NAB_OUT)/results
+	$(BIN)/python $(NAB)/nab_score.py --data $(NAB)/data --labels $(NAB)/data/combined_windows.json \
+		--results $(NAB_OUT)/results --per-file --json $(NAB_OUT)/scores.json
+	$(BIN)/python bench/nab.py --scores $(NAB_OUT)/scores.json --scoreboard $(NAB)/SCOREBOARD.md
+
+.PHONY: bench-detect
+bench-detect: install ## Detector on simulated fleet data: precision/recall per type, updates/s, bytes/sensor -> bench/results/detect.md
+	$(BIN)/python bench/bench_detect_sim.py

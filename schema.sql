@@ -466,6 +466,31 @@ CREATE TABLE IF NOT EXISTS kpi_values (
 );
 -- ;;
 
+-- Pipeline bookkeeping (not in the Phase 4 seed): the stream workers' model
+-- checkpoints. A partition's row holds the offset its sensors' states are
+-- current to; a restarted worker loads them and replays the partition from there.
+CREATE TABLE IF NOT EXISTS stream_checkpoints (
+    consumer_group  text NOT NULL,
+    topic           text NOT NULL,
+    kafka_partition int NOT NULL CHECK (kafka_partition >= 0),
+    next_offset     bigint NOT NULL CHECK (next_offset >= 0),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, topic, kafka_partition)
+);
+-- ;;
+CREATE TABLE IF NOT EXISTS stream_model_states (
+    consumer_group  text NOT NULL,
+    sensor_id       uuid NOT NULL REFERENCES equipment_sensors (id) ON DELETE CASCADE,
+    kafka_partition int NOT NULL CHECK (kafka_partition >= 0),
+    state           bytea NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, sensor_id)
+);
+-- ;;
+CREATE INDEX IF NOT EXISTS stream_model_states_partition_idx
+    ON stream_model_states (consumer_group, kafka_partition);
+-- ;;
+
 -- ---------------------------------------------------------------------------
 -- Enterprise security and compliance
 -- ---------------------------------------------------------------------------

@@ -8,14 +8,16 @@ Three tests read the residual:
 * ``spike`` / ``drop``: the residual in units of its running mean absolute value;
   its surprise is ``z**2 / 2`` nats.
 * ``noise``: the likelihood-ratio statistic of a short-term against the long-term
-  residual variance (variance up: more noise; down: a stuck sensor).
-* ``drift``: River's Page-Hinkley test on the deseasonalised value.
+  residual variance (up: more noise; down: a quieter, possibly stuck, sensor).
+* ``drift``: River's Page-Hinkley test on the residual, whose mean moves when
+  the level lags behind a ramp.
 
 The surprise is relative to the sensor's own typical surprise (a running mean),
 so a noisy or spiky sensor does not alert all day; ``s / (s + half)`` maps it to a
-score in [0, 1]. After an alert, scores are damped for a while (one event, one
-alert). A reading outside the sensor's alert thresholds is always an anomaly; a
-low ``quality`` scales the surprise down.
+score in [0, 1]. After an alert, scores are damped for a while and the event
+keeps its type (one event, one alert) unless it turns out more lasting (a spike
+that is the start of a drift). A reading outside the sensor's alert thresholds
+is always an anomaly; a low ``quality`` scales the surprise down.
 
 Example:
     >>> from tmiot.config import DetectorSettings
@@ -33,22 +35,37 @@ from __future__ import annotations
 import math
 import struct
 from array import array
+from math import isnan, log, log1p
 from typing import Final, NamedTuple
 
 from river import drift, stats
 
 from tmiot.config import DetectorSettings
 
-__all__ = ["Verdict", "SensorDetector"]
+__all__ = ["SensorDetector", "Verdict"]
 
 _DAY_MS: Final = 86_400_000
 _CLIP: Final = 3.0  # residuals learned at most this many scales away (robust updates)
 _DRIFT_CLIP: Final = 10.0  # largest step fed to Page-Hinkley, in scales
+_NOISE_CLIP: Final = 4.0  # largest residual the variance test sees, in scales
 _TINY: Final = 1e-9
+_MAX_ABS: Final = 1e100  # readings are clamped to this magnitude
 _VERSION: Final = 1
-# version, readings, holdoff left, drift flag, bins | level, scale, short var, long var,
-# low, high, typical surprise | Page-Hinkley: n, mean, sums and extremes.
-_HEADER: Final = struct.Struct("<BQIBH7d6d")
+_FLOATS: Final = (
+    "_level",
+    "_scale",
+    "_var_short",
+    "_var_long",
+    "_clip_short",
+    "_clip_long",
+    "_lo",
+    "_hi",
+    "_beta",
+)
+_PH_FLOATS: Final = ("_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease")
+# version, readings, hold-off left and its type, drift left, Page-Hinkley's flag, profile slots,
+# our floats, then Page-Hinkley's running mean (n, mean) and its sums; the profile follows.
+_HEADER: Final = struct.Struct(f"<BQIBIBH{len(_FLOATS)}d2d{len(_PH_FLOATS)}d")
 
 
 class Verdict(NamedTuple):
@@ -59,15 +76,26 @@ class Verdict(NamedTuple):
     anomaly_type: str | None  # "spike" | "drop" | "drift" | "noise" | None
 
 
+# Anomaly types as small ints in the state; _TYPES names them.
+_NONE, _SPIKE, _DROP, _DRIFT, _NOISE = range(5)
+_TYPES: Final = (None, "spike", "drop", "drift", "noise")
+_RANK: Final = (0, 1, 1, 3, 2)  # how lasting each type is: a later, more lasting one re-alerts
 _QUIET: Final = Verdict(0.0, is_anomaly=False, anomaly_type=None)
 
 
-def _page_hinkley(settings: DetectorSettings) -> drift.PageHinkley:
-    return drift.PageHinkley(
-        min_instances=settings.drift_min_readings,
-        delta=settings.drift_delta,
-        threshold=settings.drift_threshold,
-    )
+def _variance_lr(short: float, long: float, f2: float, half_df: float) -> float:
+    """Log-likelihood ratio, in nats, of a short window's variance against the long-run one.
+
+    ``half_df`` is half the short window's effective size; ``f2`` a floor added
+    to both variances, so that a quiet series does not divide by zero.
+
+    >>> _variance_lr(1.0, 1.0, 0.0, 10.0)
+    0.0
+    >>> round(_variance_lr(4.0, 1.0, 0.0, 10.0), 2)  # twice the standard deviation
+    16.14
+    """
+    rho = (short + f2) / (long + f2)
+    return half_df * (rho - 1.0 - log(rho))
 
 
 class SensorDetector:
@@ -76,6 +104,10 @@ class SensorDetector:
     # Slots: 10,000 sensors per worker, so no per-instance __dict__.
     __slots__ = (
         "_beta",
+        "_clip_long",
+        "_clip_short",
+        "_drift_left",
+        "_held",
         "_hi",
         "_holdoff",
         "_level",
@@ -95,19 +127,26 @@ class SensorDetector:
         self._n = 0
         self._level = 0.0
         self._scale = 0.0  # mean absolute residual
-        self._var_short = 0.0
-        self._var_long = 0.0
+        # Short- and long-term residual variances: raw (the score's noise test) and
+        # with each residual clipped at a few scales (the robust one that types it).
+        self._var_short = self._var_long = self._clip_short = self._clip_long = 0.0
         self._lo = math.inf
         self._hi = -math.inf
         self._beta = 0.0  # typical surprise, nats
-        self._holdoff = 0
+        self._holdoff = 0  # readings left in the hold-off after an alert
+        self._held = _NONE  # the type of that alert
+        self._drift_left = 0  # readings left during which Page-Hinkley's drift stands
         # NaN marks a time-of-day slot not seen yet; array('d') is 8 bytes a slot.
         self._profile = array("d", [math.nan]) * settings.season_bins
-        # Page-Hinkley costs about 1.3 us an update and 0.5 KB: affordable, and
-        # its state is six numbers, which dumps() writes out exactly.
-        self._ph = _page_hinkley(settings)
+        # River's Page-Hinkley costs about 1.3 us an update and 0.5 KB: affordable,
+        # and its state is six numbers, which dumps() writes out exactly.
+        self._ph = drift.PageHinkley(
+            min_instances=settings.drift_min_readings,
+            delta=settings.drift_delta,
+            threshold=settings.drift_threshold,
+        )
 
-    def update(  # noqa: PLR0913 - the reading and its sensor's context, as the worker has them
+    def update(  # noqa: PLR0915 - the per-reading hot path stays in one frame (a call is ~0.1 us)
         self,
         ts_ms: int,
         value: float,
@@ -126,16 +165,20 @@ class SensorDetector:
         """
         if not math.isfinite(value):
             return _QUIET
+        if not -_MAX_ABS <= value <= _MAX_ABS:
+            value = _MAX_ABS if value > 0 else -_MAX_ABS  # squares must stay finite
         s = self._settings
         n = self._n
         slot = (ts_ms % _DAY_MS) * s.season_bins // _DAY_MS
-        if n == 0:
-            self._level, self._lo, self._hi, self._n = value, value, value, 1
-            self._profile[slot] = 0.0
-            return self._breach(_QUIET, value, lo, hi)
+        if n < s.warmup_readings:
+            self._warm_up(slot, value)
+            return (
+                self._breach(_QUIET, value, lo, hi) if lo is not None or hi is not None else _QUIET
+            )
 
-        seasonal = self._profile[slot]
-        seen = seasonal == seasonal  # not NaN
+        profile = self._profile
+        seasonal = profile[slot]
+        seen = not isnan(seasonal)
         if not seen:
             seasonal = 0.0
         floor = s.scale_floor * (self._hi - self._lo) + _TINY
@@ -143,111 +186,162 @@ class SensorDetector:
         residual = value - self._level - seasonal
         z = residual / scale
 
-        # Surprise in nats: the residual's own, plus the variance-change statistic.
+        # Surprise in nats: the residual's own, plus the variance-change statistic
+        # (likelihood ratio of the short-term against the long-term variance).
         r2 = residual * residual
-        var_short = self._var_short + s.noise_short_alpha * (r2 - self._var_short)
+        c2 = min(r2, (_NOISE_CLIP * scale) ** 2)
+        alpha = s.noise_short_alpha
+        var_short = self._var_short + alpha * (r2 - self._var_short)
+        clip_short = self._clip_short + alpha * (c2 - self._clip_short)
         f2 = floor * floor
-        rho = (var_short + f2) / (self._var_long + f2)
-        noise = (1.0 / s.noise_short_alpha - 0.5) * (rho - 1.0 - math.log(rho))
-        spike = 0.5 * z * z if seen else 0.0
+        half_df = 1.0 / alpha - 0.5  # half the short window's effective size
+        noise = _variance_lr(var_short, self._var_long, f2, half_df)
+        spike = 0.5 * z * z
         cap = s.surprise_cap
-        surprise = cap * math.log1p((spike + noise) / cap)
+        surprise = cap * log1p((spike + noise) / cap)
 
-        warm = n >= s.warmup_readings
-        score = 0.0
-        if warm:
-            relative = surprise / max(self._beta, s.surprise_floor)
-            if quality is not None:
-                relative *= min(max(quality, 0.0), 1.0)
-            score = relative / (relative + s.surprise_half)
-        weight = s.surprise_alpha if warm else 1.0 / n
-        self._beta += weight * (surprise - self._beta)
+        beta = self._beta
+        relative = surprise / max(beta, s.surprise_floor)
+        if quality is not None:
+            relative *= min(max(quality, 0.0), 1.0)
+        score = relative / (relative + s.surprise_half)
+        self._beta = beta + s.surprise_alpha * (surprise - beta)
 
-        if self._holdoff > 0:
-            self._holdoff -= 1
-            score *= s.holdoff_damping
-        kind: str | None = None
+        if seen:
+            # Page-Hinkley on the residual: a ramp that the level lags behind leaves
+            # a lasting bias. It names the alerts that follow; it raises none itself.
+            self._ph.update(min(max(z, -_DRIFT_CLIP), _DRIFT_CLIP))  # type: ignore[no-untyped-call]
+            if self._ph.drift_detected:
+                self._drift_left = s.holdoff_readings
+        # The robust variance test only names an alert; skip it when there is none.
+        robust = 0.0
         if score >= s.anomaly_threshold:
-            self._holdoff = s.holdoff_readings
-            kind = ("spike" if z > 0 else "drop") if spike >= noise else "noise"
-        if seen and warm:
-            self._ph.update(min(max((value - seasonal) / scale, -_DRIFT_CLIP), _DRIFT_CLIP))
-            if kind is None and self._ph.drift_detected:
-                kind = "drift"
-                score = max(score, s.anomaly_threshold)
+            robust = _variance_lr(clip_short, self._clip_long, f2, half_df)
+        score, kind = self._decide(score, z, noise=robust, spike=spike)
 
-        self._learn(value, slot, residual, r2, scale, var_short, seen=seen, warm=warm)
-        verdict = Verdict(round(score, 4), kind is not None, kind)
-        return self._breach(verdict, value, lo, hi)
-
-    def _learn(  # noqa: PLR0913 - intermediate values of update(), passed not recomputed
-        self,
-        value: float,
-        slot: int,
-        residual: float,
-        r2: float,
-        scale: float,
-        var_short: float,
-        *,
-        seen: bool,
-        warm: bool,
-    ) -> None:
-        s = self._settings
-        n = self._n
-        if warm:
-            # Robust (clipped) updates: an outlier moves the model only a little.
-            c = _CLIP * scale
-            step = min(max(residual, -c), c)
-            self._scale += s.scale_alpha * (min(abs(residual), 2.0 * c) - self._scale)
-            self._var_long += s.noise_long_alpha * (r2 - self._var_long)
-        else:
-            step = residual
-            self._scale += (abs(residual) - self._scale) / n
-            self._var_long += (r2 - self._var_long) / n
-        self._var_short = var_short
+        # Learn, robustly: a residual moves the model by at most a few scales.
+        c = _CLIP * scale
+        step = min(max(residual, -c), c)
+        self._scale += s.scale_alpha * (min(abs(residual), 2.0 * c) - self._scale)
+        alpha = s.noise_long_alpha
+        self._var_long += alpha * (r2 - self._var_long)
+        self._clip_long += alpha * (c2 - self._clip_long)
+        self._var_short, self._clip_short = var_short, clip_short
         self._level += s.level_alpha * step
         if seen:
-            self._profile[slot] += s.season_gamma * step
+            profile[slot] = seasonal + s.season_gamma * step
+        else:
+            profile[slot] = value - self._level
+        self._lo = min(self._lo, value)
+        self._hi = max(self._hi, value)
+        self._n = n + 1
+
+        verdict = Verdict(round(score, 4), kind != _NONE, _TYPES[kind])
+        return self._breach(verdict, value, lo, hi) if lo is not None or hi is not None else verdict
+
+    def _decide(self, score: float, z: float, *, noise: float, spike: float) -> tuple[float, int]:
+        """The reading's final score and anomaly type, given the hold-off and Page-Hinkley.
+
+        Args:
+            score: the reading's score before any hold-off damping.
+            z: its residual in scales.
+            noise: the robust variance-change statistic, nats.
+            spike: the residual's own surprise, nats.
+        """
+        s = self._settings
+        kind = _NONE
+        if self._drift_left == s.holdoff_readings:  # Page-Hinkley fired just now
+            kind = _DRIFT
+            score = max(score, s.anomaly_threshold)
+        elif score >= s.anomaly_threshold:
+            if self._drift_left > 0 and -_DRIFT_CLIP < z < _DRIFT_CLIP:
+                kind = _DRIFT
+            elif noise > spike:
+                kind = _NOISE
+            else:
+                kind = _SPIKE if z > 0 else _DROP
+        if self._holdoff > 0:
+            # One event, one alert: within the hold-off, scores are damped and the
+            # event keeps its type; only a more lasting type (spike -> noise -> drift)
+            # alerts again, at full score.
+            self._holdoff -= 1
+            if _RANK[kind] <= _RANK[self._held]:
+                score *= s.holdoff_damping
+                kind = self._held if score >= s.anomaly_threshold else _NONE
+        if kind != _NONE:
+            self._holdoff = s.holdoff_readings
+            self._held = kind
+        if self._drift_left > 0:
+            self._drift_left -= 1
+        return score, kind
+
+    def _warm_up(self, slot: int, value: float) -> None:
+        """Learn one of the first readings: plain running means, no score."""
+        n = self._n
+        if n == 0:
+            self._level = self._lo = self._hi = value
+            self._profile[slot] = 0.0
+            self._n = 1
+            return
+        s = self._settings
+        seasonal = self._profile[slot]
+        seen = not isnan(seasonal)
+        residual = value - self._level - (seasonal if seen else 0.0)
+        floor = s.scale_floor * (self._hi - self._lo) + _TINY
+        z = residual / max(self._scale, floor)
+        r2 = residual * residual
+        alpha = s.noise_short_alpha
+        self._var_short += alpha * (r2 - self._var_short)
+        self._clip_short = self._var_short
+        noise = _variance_lr(self._var_short, self._var_long, floor * floor, 1.0 / alpha - 0.5)
+        spike = 0.5 * z * z
+        surprise = s.surprise_cap * log1p((spike + noise) / s.surprise_cap)
+        self._beta += (surprise - self._beta) / n
+        self._scale += (abs(residual) - self._scale) / n
+        self._var_long += (r2 - self._var_long) / n
+        self._clip_long = self._var_long
+        self._level += s.level_alpha * residual
+        if seen:
+            self._profile[slot] = seasonal + s.season_gamma * residual
         else:
             self._profile[slot] = value - self._level
         self._lo = min(self._lo, value)
         self._hi = max(self._hi, value)
         self._n = n + 1
 
-    def _breach(self, verdict: Verdict, value: float, lo: float | None, hi: float | None) -> Verdict:
+    def _breach(
+        self, verdict: Verdict, value: float, lo: float | None, hi: float | None
+    ) -> Verdict:
         """A reading past the sensor's alert thresholds is an anomaly, whatever the model."""
         above = hi is not None and value > hi
         if not (above or (lo is not None and value < lo)):
             return verdict
-        kind = verdict.anomaly_type or ("spike" if above else "drop")
+        # Inside an ongoing event (a drift crossing the limit), the event names it.
+        held = _TYPES[self._held] if self._holdoff > 0 else None
+        kind = verdict.anomaly_type or held or ("spike" if above else "drop")
         score = max(verdict.score, round(self._settings.anomaly_threshold, 4))
         return Verdict(score, is_anomaly=True, anomaly_type=kind)
 
     def dumps(self) -> bytes:
-        """The state as bytes (about 0.2 KB plus 8 bytes a profile slot)."""
+        """The state as bytes: 141 bytes plus 8 a profile slot (909 by default)."""
         ph = self._ph
-        mean = ph._x_mean  # noqa: SLF001 - River keeps no public accessor for its state
-        header = _HEADER.pack(
-            _VERSION,
-            self._n,
-            self._holdoff,
-            ph.drift_detected,
-            len(self._profile),
-            self._level,
-            self._scale,
-            self._var_short,
-            self._var_long,
-            self._lo,
-            self._hi,
-            self._beta,
-            mean.n,
-            mean._mean,  # noqa: SLF001
-            ph._sum_increase,  # noqa: SLF001
-            ph._sum_decrease,  # noqa: SLF001
-            ph._min_increase,  # noqa: SLF001
-            ph._max_decrease,  # noqa: SLF001
+        mean = ph._x_mean  # noqa: SLF001 - River has no public accessor for its state
+        return (
+            _HEADER.pack(
+                _VERSION,
+                self._n,
+                self._holdoff,
+                self._held,
+                self._drift_left,
+                ph.drift_detected,
+                len(self._profile),
+                *(getattr(self, name) for name in _FLOATS),
+                mean.n,
+                mean._mean,  # noqa: SLF001
+                *(getattr(ph, name) for name in _PH_FLOATS),
+            )
+            + self._profile.tobytes()
         )
-        return header + self._profile.tobytes()
 
     @classmethod
     def loads(cls, settings: DetectorSettings, data: bytes) -> SensorDetector:
@@ -256,26 +350,28 @@ class SensorDetector:
         Raises:
             ValueError: the bytes are not a state of this version and profile size.
         """
-        if len(data) < _HEADER.size:
-            msg = f"detector state too short ({len(data)} bytes)"
+        bins = settings.season_bins
+        if len(data) != _HEADER.size + 8 * bins or data[0] != _VERSION:
+            msg = (
+                f"not a detector state v{_VERSION} with {bins} profile slots"
+                f" ({len(data)} bytes, version byte {data[:1].hex() or 'missing'})"
+            )
             raise ValueError(msg)
-        (version, n, holdoff, detected, bins, *floats) = _HEADER.unpack_from(data)
-        if version != _VERSION or bins != settings.season_bins:
-            msg = f"detector state v{version} with {bins} slots; expected v{_VERSION}, {settings.season_bins}"
-            raise ValueError(msg)
-        if len(data) != _HEADER.size + 8 * bins:
-            msg = f"detector state is {len(data)} bytes, expected {_HEADER.size + 8 * bins}"
+        version, n, holdoff, held, drift_left, detected, slots, *floats = _HEADER.unpack_from(data)
+        if (version, slots) != (_VERSION, bins):
+            msg = f"detector state v{version} with {slots} slots; expected {bins}"
             raise ValueError(msg)
         det = cls(settings)
-        det._n, det._holdoff = n, holdoff
-        (det._level, det._scale, det._var_short, det._var_long, det._lo, det._hi, det._beta) = (
-            floats[:7]
-        )
+        det._n, det._holdoff, det._held, det._drift_left = n, holdoff, held, drift_left
+        for name, number in zip(_FLOATS, floats, strict=False):
+            setattr(det, name, number)
         det._profile = array("d", data[_HEADER.size :])
         ph = det._ph
+        rest = floats[len(_FLOATS) :]
         mean = stats.Mean()
-        mean.n, mean._mean = floats[7:9]  # noqa: SLF001
+        mean.n, mean._mean = rest[:2]  # noqa: SLF001
         ph._x_mean = mean  # noqa: SLF001
-        (ph._sum_increase, ph._sum_decrease, ph._min_increase, ph._max_decrease) = floats[9:]  # noqa: SLF001
+        for name, number in zip(_PH_FLOATS, rest[2:], strict=True):
+            setattr(ph, name, number)
         ph._drift_detected = bool(detected)  # noqa: SLF001
         return det

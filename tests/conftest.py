@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.fix_timescaledb",
     "tests.fix_ingest",
     "tests.fix_mosquitto",
+    "tests.fix_stream",
 ]
 
 

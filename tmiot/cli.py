@@ -18,6 +18,7 @@ from typing import Final
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 
+from stream import evaluate as evaluate_command
 from tmiot.config import Settings, load_settings
 from tmiot.db import apply_schema, create_database_if_missing
 from tmiot.errors import ConfigError, TmiotError, leaves
@@ -96,6 +97,14 @@ def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
         )
 
 
+def _stream(args: argparse.Namespace, settings: Settings) -> int:
+    del args
+    # Imported here: Faust is heavy, and only this command needs it.
+    from stream.service import run_worker  # noqa: PLC0415
+
+    return run_worker(settings)
+
+
 def _not_yet(issue: int, what: str) -> Handler:
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         del args, settings
@@ -147,9 +156,22 @@ def _parser() -> argparse.ArgumentParser:
     simulate_command.configure_parser(simulate)
     simulate.set_defaults(handler=simulate_command.run)
 
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="run the detectors offline over NAB-style CSV series",
+        description=evaluate_command.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate_command.configure_parser(evaluate)
+    evaluate.set_defaults(handler=evaluate_command.run)
+
+    stream = sub.add_parser(
+        "stream",
+        help="score readings for anomalies and write them to the database (runs until stopped)",
+    )
+    stream.set_defaults(handler=_stream)
+
     for name, issue, text in (
-        ("stream", 4, "score readings for anomalies and write them to the database"),
-        ("evaluate", 4, "run the detectors offline over NAB-style CSV series"),
         ("triggers", 5, "evaluate automated_service_triggers and emit work orders"),
         ("demo", 6, "run the whole pipeline end to end with a live view"),
     ):

@@ -191,8 +191,9 @@ class DetectorSettings(_Group):
     surprise_alpha: Annotated[float, Field(gt=0, le=1)] = 0.01
     # Soft cap of a reading's surprise, in nats: beyond it all excesses look alike.
     surprise_cap: Annotated[float, Field(gt=0)] = 25.0
-    # Smallest typical surprise (a Gaussian residual averages about 0.8 nats).
-    surprise_floor: Annotated[float, Field(gt=0)] = 0.5
+    # Smallest typical surprise: a Gaussian residual averages about 1 nat here; twice
+    # that keeps a well-behaved sensor at about one false alert per 100,000 readings.
+    surprise_floor: Annotated[float, Field(gt=0)] = 2.0
     # Relative surprise that maps to score 0.5: score = s / (s + surprise_half).
     surprise_half: Annotated[float, Field(gt=0)] = 8.6
     # Readings learned before any score is given (NAB allows 15 % of a file).
@@ -205,15 +206,28 @@ class DetectorSettings(_Group):
     holdoff_damping: Annotated[float, Field(ge=0, le=1)] = 0.5
     # Page-Hinkley (river.drift) on the deseasonalised value, in residual-scale units:
     # the tolerated shift, the alarm level, and the readings it needs after a reset.
-    drift_delta: Annotated[float, Field(ge=0)] = 0.5
-    drift_threshold: Annotated[float, Field(gt=0)] = 50.0
+    drift_delta: Annotated[float, Field(ge=0)] = 1.0
+    drift_threshold: Annotated[float, Field(gt=0)] = 100.0
     drift_min_readings: Annotated[int, Field(ge=1)] = 30
 
 
 class StreamSettings(_Group):
     """The stream workers: Faust app, batching, state checkpoints, database sink."""
 
-    app_id: str = "tmiot-stream"
+    app_id: str = "tmiot-stream"  # Faust app id: the consumer group
+    # Records handed to the scoring body at once, or what arrived within buffer_seconds.
+    buffer_records: Annotated[int, Field(ge=1, le=100_000)] = 200
+    buffer_seconds: Annotated[float, Field(gt=0, le=60)] = 0.2
+    # Save changed detector states this often; a restart replays at most this much.
+    checkpoint_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # last_reading_at, status back to active and battery levels are written this often.
+    sensor_flush_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Kafka offsets of processed records are committed this often (Faust).
+    commit_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # The silence (missing) check and bookkeeping timer.
+    tick_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    # A worker that stops heartbeating loses its partitions after this long (kill -9).
+    session_timeout_seconds: Annotated[float, Field(ge=3, le=300)] = 30.0
     detector: DetectorSettings = DetectorSettings()
 
 

@@ -33,11 +33,15 @@ __all__ = [
     "RAW_SCHEMA",
     "READING_BATCH",
     "SCHEMA_HEADER",
+    "SCORED_BATCH",
+    "SCORED_SCHEMA",
+    "SCORE_COLUMNS",
     "STATUS_SCHEMA",
     "DeadLetter",
     "DeadLetterReason",
     "RawReading",
     "ReadingBatch",
+    "ScoredBatch",
     "SensorStatusEvent",
     "decode_reading_batch",
     "from_us",
@@ -49,6 +53,7 @@ SCHEMA_HEADER: Final = "tmiot-schema"
 RAW_SCHEMA: Final = b"sensor.readings.raw/1"
 DEADLETTER_SCHEMA: Final = b"sensor.readings.deadletter/1"
 STATUS_SCHEMA: Final = b"sensor.status/1"
+SCORED_SCHEMA: Final = b"sensor.readings.scored/1"
 
 
 class _Event(BaseModel):
@@ -160,6 +165,35 @@ def reading_rows(batch: ReadingBatch) -> list[RawReading]:
             strict=True,
         )
     ]
+
+
+class ScoredBatch(TypedDict):
+    """Value of a ``sensor.readings.scored`` record: a scored :class:`ReadingBatch`.
+
+    The raw batch's columns, plus one score per reading. A ``missing`` event (a
+    sensor silent for longer than 3 sampling intervals) is a row whose ``value``
+    is null, ``anomaly_type`` is ``"missing"`` and ``ts_us`` the time the silence
+    was established; it is not a reading and is not written to ``sensor_readings``.
+    """
+
+    v: Literal[1]
+    sensor_id: list[str]
+    company_id: list[str]
+    ts_us: list[int]
+    value: list[float | None]
+    unit: list[str | None]
+    quality_score: list[float | None]
+    ambient_temperature: list[float | None]
+    ambient_humidity: list[float | None]
+    weather_conditions: list[str | None]
+    received_us: list[int]
+    anomaly_score: list[float]
+    is_anomaly: list[bool]
+    anomaly_type: list[str | None]
+
+
+SCORED_BATCH: Final = TypeAdapter(ScoredBatch)
+SCORE_COLUMNS: Final = ("anomaly_score", "is_anomaly", "anomaly_type")
 
 
 class DeadLetterReason(StrEnum):

@@ -1,0 +1,211 @@
+"""Score reading batches per sensor, and notice sensors that went silent (pure, no I/O).
+
+The :class:`Scorer` owns one :class:`~stream.detectors.SensorDetector` per sensor
+of the partitions this worker holds. It scores a decoded ``sensor.readings.raw``
+record in order, remembers which sensors changed since the last checkpoint, and
+keeps each partition's event-time clock for the silence (``missing``) check.
+
+Silence is judged in event time, so that a backfill does not declare every
+sensor missing: a partition's clock is the newest reading timestamp it has seen,
+advanced by the wall time elapsed since then (an idle partition still ages).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from stream.detectors import SensorDetector
+from tmiot.config import DetectorSettings
+from tmiot.events import ReadingBatch, ScoredBatch
+
+__all__ = ["Scorer", "SensorMeta", "Silence"]
+
+MISSING_FACTOR: Final = 3  # silent for more than this many sampling intervals: missing
+
+
+@dataclass(frozen=True, slots=True)
+class SensorMeta:
+    """What scoring needs of an ``equipment_sensors`` row."""
+
+    alert_min: float | None
+    alert_max: float | None
+    sampling_interval_seconds: int
+    maintenance: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A sensor found silent: its last reading and when the silence was established."""
+
+    sensor_id: str
+    company_id: str
+    partition: int
+    last_ts_us: int
+    at_us: int
+
+
+@dataclass(slots=True)
+class _Track:
+    detector: SensorDetector
+    partition: int
+    company_id: str = ""
+    last_ts_us: int = 0
+    missing: bool = False
+
+
+@dataclass(slots=True)
+class _Clock:
+    newest_us: int = 0
+    wall_at: float = 0.0
+
+    def now_us(self, wall: float) -> int:
+        return self.newest_us + round((wall - self.wall_at) * 1_000_000)
+
+
+@dataclass(slots=True)
+class Scored:
+    """One scored record: what goes out, and what the sink must update."""
+
+    batch: ScoredBatch
+    anomalies: int
+    back_online: list[str] = field(default_factory=list)  # sensors that were missing
+
+
+class Scorer:
+    """Per-sensor detectors for the partitions this worker holds."""
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        """Detect with `settings` (one configuration for every sensor)."""
+        self._settings = settings
+        self._tracks: dict[str, _Track] = {}
+        self._dirty: dict[int, set[str]] = {}
+        self._clocks: dict[int, _Clock] = {}
+
+    def __len__(self) -> int:
+        """Sensors with a model in memory."""
+        return len(self._tracks)
+
+    # --- state -------------------------------------------------------------------------
+
+    def load(self, partition: int, states: Mapping[str, bytes]) -> None:
+        """Install checkpointed detector states of a partition's sensors."""
+        for sensor_id, data in states.items():
+            detector = SensorDetector.loads(self._settings, data)
+            self._tracks[sensor_id] = _Track(detector, partition)
+
+    def drop(self, partition: int) -> int:
+        """Forget a partition's sensors (it moved to another worker); how many."""
+        gone = [s for s, t in self._tracks.items() if t.partition == partition]
+        for sensor_id in gone:
+            del self._tracks[sensor_id]
+        self._dirty.pop(partition, None)
+        self._clocks.pop(partition, None)
+        return len(gone)
+
+    def take_dirty(self, partition: int) -> dict[str, bytes]:
+        """States of the partition's sensors changed since the last call."""
+        dirty = self._dirty.pop(partition, set())
+        return {s: self._tracks[s].detector.dumps() for s in dirty if s in self._tracks}
+
+    def dirty_partitions(self) -> list[int]:
+        """Partitions with changes not yet checkpointed."""
+        return [p for p, d in self._dirty.items() if d]
+
+    # --- scoring -----------------------------------------------------------------------
+
+    def learn(self, partition: int, batch: ReadingBatch, meta: Mapping[str, SensorMeta]) -> None:
+        """Replay: update the models with a batch already scored and written earlier."""
+        self._run(partition, batch, meta, None)
+
+    def score(self, partition: int, batch: ReadingBatch, meta: Mapping[str, SensorMeta]) -> Scored:
+        """Score a batch in order (then learn it); every reading gets a verdict."""
+        n = len(batch["sensor_id"])
+        out: ScoredBatch = {
+            **batch,  # type: ignore[typeddict-item]
+            "anomaly_score": [0.0] * n,
+            "is_anomaly": [False] * n,
+            "anomaly_type": [None] * n,
+        }
+        scored = Scored(out, 0)
+        self._run(partition, batch, meta, scored)
+        return scored
+
+    def _run(
+        self,
+        partition: int,
+        batch: ReadingBatch,
+        meta: Mapping[str, SensorMeta],
+        scored: Scored | None,
+    ) -> None:
+        tracks, settings = self._tracks, self._settings
+        dirty = self._dirty.setdefault(partition, set())
+        newest = 0
+        for i, (sensor_id, ts_us, value, quality) in enumerate(
+            zip(
+                batch["sensor_id"],
+                batch["ts_us"],
+                batch["value"],
+                batch["quality_score"],
+                strict=True,
+            )
+        ):
+            track = tracks.get(sensor_id)
+            if track is None:
+                track = tracks[sensor_id] = _Track(SensorDetector(settings), partition)
+            m = meta.get(sensor_id)
+            verdict = track.detector.update(
+                ts_us // 1000,
+                value,
+                quality,
+                m.alert_min if m else None,
+                m.alert_max if m else None,
+            )
+            dirty.add(sensor_id)
+            track.company_id = batch["company_id"][i]
+            track.last_ts_us = max(track.last_ts_us, ts_us)
+            newest = max(newest, ts_us)
+            if scored is None:
+                track.missing = False
+                continue
+            if track.missing:
+                track.missing = False
+                scored.back_online.append(sensor_id)
+            out = scored.batch
+            out["anomaly_score"][i] = verdict.score
+            if verdict.is_anomaly and not (m and m.maintenance):
+                out["is_anomaly"][i] = True
+                out["anomaly_type"][i] = verdict.anomaly_type
+                scored.anomalies += 1
+        clock = self._clocks.setdefault(partition, _Clock())
+        if newest > clock.newest_us:
+            clock.newest_us, clock.wall_at = newest, time.monotonic()
+
+    # --- silence -----------------------------------------------------------------------
+
+    def find_silent(self, meta: Mapping[str, SensorMeta]) -> list[Silence]:
+        """Sensors silent for more than 3 sampling intervals, each reported once.
+
+        A sensor is reported again only after a reading brought it back.
+        """
+        wall = time.monotonic()
+        now = {p: c.now_us(wall) for p, c in self._clocks.items()}
+        found = []
+        for sensor_id, track in self._tracks.items():
+            m = meta.get(sensor_id)
+            if track.missing or m is None or not track.last_ts_us or track.partition not in now:
+                continue
+            limit = MISSING_FACTOR * m.sampling_interval_seconds * 1_000_000
+            at = now[track.partition]
+            if at - track.last_ts_us > limit:
+                track.missing = True
+                found.append(
+                    Silence(sensor_id, track.company_id, track.partition, track.last_ts_us, at)
+                )
+        return found
+
+    def sensors(self) -> Iterable[str]:
+        """Sensor ids with a model in memory."""
+        return self._tracks.keys()

@@ -1,0 +1,511 @@
+"""The stream worker: a Faust app that scores raw reading batches and writes them out.
+
+Per batch of Kafka records (``take_events``, acked by Faust only after the body
+has run, so offsets are committed after the database commit):
+
+1. decode each record; a poison record (undecodable, unknown schema version) is
+   dead-lettered and skipped, never a crash;
+2. on the first record of a partition since it was assigned, restore the
+   partition's detector states from the last checkpoint and replay the records
+   between the checkpoint and this record into them (learning only), so scoring
+   continues the same state it had, not a cold model;
+3. score, write the readings (idempotent), publish the scored batch, and only
+   then let Faust ack the records;
+4. every ``checkpoint_seconds``, save the changed detector states with the
+   partition's next offset.
+
+A timer marks sensors silent for more than 3 sampling intervals ``offline`` and
+publishes a ``missing`` event; their next reading sets them back to ``active``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import faust
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import start_http_server
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_json
+
+from stream.metrics import StreamMetrics
+from stream.scoring import Scored, Scorer, SensorMeta, Silence
+from stream.sink import ReadingsSink
+from tmiot.config import Settings
+from tmiot.events import (
+    DEADLETTER_SCHEMA,
+    SCHEMA_HEADER,
+    SCORED_SCHEMA,
+    DeadLetter,
+    DeadLetterReason,
+    ReadingBatch,
+    ScoredBatch,
+    SensorStatusEvent,
+    decode_reading_batch,
+    from_us,
+)
+from tmiot.kafka import client_options, ensure_topics, producer
+
+__all__ = ["StreamWorker", "build_app", "run_worker"]
+
+log = structlog.get_logger(__name__)
+
+_PAYLOAD_LIMIT: Final = 4096
+_ANY: Final = TypeAdapter(object)
+
+
+@dataclass(slots=True)
+class _Record:
+    partition: int
+    offset: int
+    batch: ReadingBatch
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Per-sensor bookkeeping written in batches, not per reading."""
+
+    last_seen: dict[str, int] = field(default_factory=dict)
+    battery: dict[str, int] = field(default_factory=dict)
+
+
+class StreamWorker:
+    """Everything one worker process holds; the Faust agents call into it."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Build from settings; resources open in :meth:`open`."""
+        self.settings = settings
+        self.metrics = StreamMetrics()
+        self.scorer = Scorer(settings.stream.detector)
+        self.meta: dict[str, SensorMeta] = {}
+        self.ready = asyncio.Event()
+        self._topics = settings.kafka.topics
+        self._group = settings.stream.app_id
+        self._restored: set[int] = set()
+        self._next_offset: dict[int, int] = {}  # after the last record handled
+        self._floor: dict[int, int] = {}  # the restored checkpoint's offset
+        self._pending = _Pending()
+        self._last_checkpoint = time.monotonic()
+        self._last_flush = time.monotonic()
+        self._lock = asyncio.Lock()
+        self._sink: ReadingsSink | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._opening = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Open the database connection and the producer, once (idempotent).
+
+        Called from the agents, not from a Faust task: Faust starts its tasks only
+        after the first rebalance, which waits for the agents.
+        """
+        async with self._opening:
+            if self._stack is not None:
+                return
+            stack = contextlib.AsyncExitStack()
+            try:
+                kafka = self.settings.kafka
+                await ensure_topics(
+                    kafka,
+                    [
+                        kafka.topics.readings_raw,
+                        kafka.topics.readings_scored,
+                        kafka.topics.readings_deadletter,
+                        kafka.topics.sensor_status,
+                    ],
+                )
+                self._sink = await stack.enter_async_context(ReadingsSink(self.settings.database))
+                self._producer = await stack.enter_async_context(
+                    producer(kafka, client_id=f"{self._group}-out")
+                )
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._stack = stack
+            self.ready.set()
+
+    async def close(self) -> None:
+        """Final flush and checkpoint, then close the connections."""
+        if self._stack is None:
+            return
+        async with self._lock:
+            await self._maybe_flush(force=True)
+            await self._maybe_checkpoint(force=True)
+            stack, self._stack = self._stack, None
+            self.ready.clear()
+            await stack.aclose()
+            self._sink = self._producer = None
+
+    @property
+    def sink(self) -> ReadingsSink:
+        """The database side (once open)."""
+        assert self._sink is not None  # noqa: S101 - agents wait for `ready`
+        return self._sink
+
+    @property
+    def kafka(self) -> AIOKafkaProducer:
+        """The producer (once open)."""
+        assert self._producer is not None  # noqa: S101 - agents wait for `ready`
+        return self._producer
+
+    # --- the raw readings agent --------------------------------------------------------
+
+    async def handle(self, events: Sequence[faust.types.EventT[Any]]) -> None:
+        """Score and write one buffer of raw records (the agent's body)."""
+        await self.start()
+        started = time.monotonic()
+        records: list[_Record] = []
+        letters: list[DeadLetter] = []
+        for event in events:
+            message = event.message
+            record = self._decode(message.partition, message.offset, message.value, letters)
+            if record is not None:
+                records.append(record)
+        async with self._lock:
+            await self._restore_partitions(records)
+            # Records the checkpoint already holds were written before it was taken.
+            records = [r for r in records if r.offset >= self._floor.get(r.partition, 0)]
+            await self._load_meta(records)
+            deliveries = [await self._deadletter(letter) for letter in letters]
+            for record in records:
+                deliveries.extend(await self._score(record))
+            await asyncio.gather(*deliveries)
+            for event in events:  # poison records move the partition on too
+                tp, offset = event.message.partition, event.message.offset
+                self._next_offset[tp] = max(self._next_offset.get(tp, 0), offset + 1)
+            await self._maybe_checkpoint(force=False)
+            await self._maybe_flush()
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+
+    def _decode(
+        self, partition: int, offset: int, value: bytes | None, letters: list[DeadLetter]
+    ) -> _Record | None:
+        source = f"kafka:{self._topics.readings_raw}/{partition}@{offset}"
+        try:
+            batch = decode_reading_batch(value or b"")
+        except ValidationError as exc:
+            version = _version(value)
+            reason = (
+                DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION
+                if version not in (None, 1)
+                else DeadLetterReason.UNDECODABLE_RECORD
+            )
+            letters.append(_letter(reason, str(exc.errors()[0]["msg"]), source, value))
+        except ValueError as exc:
+            letters.append(_letter(DeadLetterReason.UNDECODABLE_RECORD, str(exc), source, value))
+        else:
+            return _Record(partition, offset, batch)
+        self.metrics.poison.inc()
+        return None
+
+    async def _restore_partitions(self, records: list[_Record]) -> None:
+        """Restore (checkpoint + replay) partitions seen for the first time since assignment."""
+        first: dict[int, int] = {}
+        for r in records:
+            if r.partition not in self._restored:
+                first.setdefault(r.partition, r.offset)
+        for partition, offset in first.items():
+            saved, states = await self.sink.load_checkpoint(
+                self._group, self._topics.readings_raw, partition
+            )
+            self.scorer.load(partition, states)
+            replayed = 0
+            if saved is not None and saved < offset:
+                replayed = await self._replay(partition, saved, offset)
+            self._floor[partition] = saved or 0
+            self._restored.add(partition)
+            log.info(
+                "partition restored",
+                partition=partition,
+                checkpoint=saved,
+                first_offset=offset,
+                sensors=len(states),
+                replayed_records=replayed,
+            )
+
+    async def _replay(self, partition: int, start: int, stop: int) -> int:
+        """Learn records [start, stop) of a partition into the restored models."""
+        tp = TopicPartition(self._topics.readings_raw, partition)
+        consumer = AIOKafkaConsumer(
+            **client_options(self.settings.kafka),
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        count = 0
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                messages = batch.get(tp, [])
+                for m in messages:
+                    if m.offset >= stop:
+                        return count
+                    with contextlib.suppress(ValueError):
+                        decoded = decode_reading_batch(m.value or b"")
+                        await self._load_meta([_Record(partition, m.offset, decoded)])
+                        self.scorer.learn(partition, decoded, self.meta)
+                        count += 1
+                if not messages and await consumer.position(tp) >= stop:
+                    return count
+        finally:
+            await consumer.stop()
+
+    async def _load_meta(self, records: list[_Record]) -> None:
+        unknown = {s for r in records for s in r.batch["sensor_id"] if s not in self.meta}
+        if unknown:
+            self.meta.update(await self.sink.sensor_meta(sorted(unknown)))
+
+    async def _score(self, record: _Record) -> list[asyncio.Future[Any]]:
+        scored = self.scorer.score(record.partition, record.batch, self.meta)
+        inserted, refused = await self.sink.write(scored.batch)
+        deliveries = [await self._publish(record.partition, scored.batch)]
+        source = f"kafka:{self._topics.readings_raw}/{record.partition}@{record.offset}"
+        for rejected in refused:
+            row = {k: v[rejected.index] for k, v in scored.batch.items() if isinstance(v, list)}
+            letter = _letter(DeadLetterReason.INVALID_SCHEMA, rejected.reason, source, to_json(row))
+            deliveries.append(await self._deadletter(letter))
+        self._note(record, scored, inserted)
+        return deliveries
+
+    def _note(self, record: _Record, scored: Scored, inserted: int) -> None:
+        last_seen = self._pending.last_seen
+        for sensor_id, ts_us in zip(record.batch["sensor_id"], record.batch["ts_us"], strict=True):
+            if ts_us > last_seen.get(sensor_id, 0):
+                last_seen[sensor_id] = ts_us
+        n = len(record.batch["sensor_id"])
+        self.metrics.readings.inc(n)
+        self.metrics.rows.inc(inserted)
+        self.metrics.batch_readings.observe(n)
+        for kind in scored.batch["anomaly_type"]:
+            if kind is not None:
+                self.metrics.anomalies.labels(kind).inc()
+        if scored.back_online:
+            log.info("sensors back online", sensors=len(scored.back_online))
+
+    async def _publish(self, partition: int, batch: ScoredBatch) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = await self.kafka.send(
+            self._topics.readings_scored,
+            to_json(batch),
+            partition=partition,
+            headers=[(SCHEMA_HEADER, SCORED_SCHEMA)],
+        )
+        return fut
+
+    async def _deadletter(self, letter: DeadLetter) -> asyncio.Future[Any]:
+        self.metrics.deadletters.labels(letter.reason.value).inc()
+        log.warning("record dead-lettered", reason=letter.reason.value, source=letter.source)
+        fut: asyncio.Future[Any] = await self.kafka.send(
+            self._topics.readings_deadletter,
+            letter.model_dump_json().encode(),
+            headers=[(SCHEMA_HEADER, DEADLETTER_SCHEMA), ("reason", letter.reason.value.encode())],
+        )
+        return fut
+
+    # --- periodic work -----------------------------------------------------------------
+
+    async def _maybe_checkpoint(self, *, force: bool) -> None:
+        due = time.monotonic() - self._last_checkpoint >= self.settings.stream.checkpoint_seconds
+        if not (force or due):
+            return
+        for partition in self.scorer.dirty_partitions():
+            if partition not in self._next_offset:
+                continue
+            states = self.scorer.take_dirty(partition)
+            await self.sink.save_checkpoint(
+                self._group,
+                self._topics.readings_raw,
+                partition,
+                self._next_offset[partition],
+                states,
+            )
+            self.metrics.checkpointed.inc(len(states))
+        self._last_checkpoint = time.monotonic()
+
+    async def _maybe_flush(self, *, force: bool = False) -> None:
+        due = time.monotonic() - self._last_flush >= self.settings.stream.sensor_flush_seconds
+        if not (force or due):
+            return
+        pending, self._pending = self._pending, _Pending()
+        await self.sink.touch(pending.last_seen)
+        await self.sink.battery(pending.battery)
+        self._last_flush = time.monotonic()
+
+    async def tick(self) -> None:
+        """Timer body: find silent sensors, flush bookkeeping, checkpoint when due."""
+        async with self._lock:
+            silent = self.scorer.find_silent(self.meta)
+            if silent:
+                await self.sink.mark_offline([s.sensor_id for s in silent])
+                by_partition: dict[int, list[Silence]] = {}
+                for s in silent:
+                    by_partition.setdefault(s.partition, []).append(s)
+                await asyncio.gather(
+                    *[await self._publish_missing(g) for g in by_partition.values()]
+                )
+                self.metrics.anomalies.labels("missing").inc(len(silent))
+                log.info("sensors missing", sensors=len(silent))
+            await self._maybe_flush()
+            await self._maybe_checkpoint(force=False)
+            self.metrics.sensors.set(len(self.scorer))
+
+    async def _publish_missing(self, silent: list[Silence]) -> asyncio.Future[Any]:
+        """One scored record of `missing` rows, on the sensors' own partition."""
+        n = len(silent)
+        batch: ScoredBatch = {
+            "v": 1,
+            "sensor_id": [s.sensor_id for s in silent],
+            "company_id": [s.company_id for s in silent],
+            "ts_us": [s.at_us for s in silent],
+            "value": [None] * n,
+            "unit": [None] * n,
+            "quality_score": [None] * n,
+            "ambient_temperature": [None] * n,
+            "ambient_humidity": [None] * n,
+            "weather_conditions": [None] * n,
+            "received_us": [s.last_ts_us for s in silent],
+            "anomaly_score": [1.0] * n,
+            "is_anomaly": [True] * n,
+            "anomaly_type": ["missing"] * n,
+        }
+        fut: asyncio.Future[Any] = await self.kafka.send(
+            self._topics.readings_scored,
+            to_json(batch),
+            partition=silent[0].partition,
+            headers=[(SCHEMA_HEADER, SCORED_SCHEMA)],
+        )
+        return fut
+
+    async def on_status(self, values: Sequence[bytes]) -> None:
+        """Status events: remember battery levels (written with the next flush)."""
+        for value in values:
+            try:
+                event = SensorStatusEvent.model_validate_json(value)
+            except ValidationError:
+                self.metrics.poison.inc()
+                continue
+            if event.battery_level_percent is not None:
+                self._pending.battery[str(event.sensor_id)] = event.battery_level_percent
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """Partitions moved away: checkpoint them and free their models."""
+        async with self._lock:
+            await self._maybe_checkpoint(force=True)
+            for partition in partitions:
+                dropped = self.scorer.drop(partition)
+                self._restored.discard(partition)
+                self._next_offset.pop(partition, None)
+                self._floor.pop(partition, None)
+                log.info("partition released", partition=partition, sensors=dropped)
+
+
+def _version(value: bytes | None) -> object:
+    with contextlib.suppress(ValueError):
+        parsed = _ANY.validate_json(value or b"")
+        if isinstance(parsed, dict):
+            return parsed.get("v")
+    return None
+
+
+def _letter(reason: DeadLetterReason, detail: str, source: str, value: bytes | None) -> DeadLetter:
+    raw = value or b""
+    shown = raw[:_PAYLOAD_LIMIT]
+    try:
+        text = shown.decode()
+    except UnicodeDecodeError:
+        import base64  # noqa: PLC0415 - only for binary poison
+
+        text = "base64:" + base64.b64encode(shown).decode()
+    return DeadLetter(
+        reason=reason,
+        detail=detail[:500],
+        source=source,
+        received_at=from_us(round(time.time() * 1_000_000)),
+        payload=text,
+        payload_size=len(raw),
+        truncated=len(raw) > _PAYLOAD_LIMIT,
+    )
+
+
+def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
+    """The Faust app: agents over the raw readings and status topics, a timer."""
+    kafka = settings.kafka
+    stream = settings.stream
+    app = faust.App(
+        stream.app_id,
+        broker=[f"kafka://{h.strip()}" for h in kafka.bootstrap_servers.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=stream.commit_seconds,
+        broker_session_timeout=stream.session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, stream.session_timeout_seconds / 10),
+        broker_rebalance_timeout=stream.session_timeout_seconds,
+        producer_acks=-1,
+        stream_buffer_maxsize=stream.buffer_records * 4,
+    )
+    raw = app.topic(kafka.topics.readings_raw, value_type=bytes, key_type=bytes)
+    status = app.topic(kafka.topics.sensor_status, value_type=bytes, key_type=bytes)
+
+    @app.agent(raw)
+    async def score(events_stream: faust.StreamT[bytes]) -> None:
+        # take_events acks a buffer's events only after this body ran: offsets
+        # are committed after the database commit and the scored publish.
+        buffers = events_stream.take_events(  # type: ignore[attr-defined]
+            stream.buffer_records, within=stream.buffer_seconds
+        )
+        async for events in buffers:
+            await worker.handle(events)
+
+    @app.agent(status)
+    async def statuses(values: faust.StreamT[bytes]) -> None:
+        async for batch in values.take(1000, within=1.0):
+            await worker.on_status(batch)
+
+    @app.timer(stream.tick_seconds)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        if worker.ready.is_set():
+            await worker.tick()
+
+    async def on_revoked(_sender: object, revoked: set[TopicPartition], **_: object) -> None:
+        mine = {tp.partition for tp in revoked if tp.topic == kafka.topics.readings_raw}
+        if mine and worker.ready.is_set():
+            await worker.revoked(mine)
+
+    async def on_shutdown(_sender: object, **_: object) -> None:
+        await worker.close()
+
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+    app.on_before_shutdown.connect(on_shutdown)  # type: ignore[arg-type]
+    del score, statuses, tick
+    return app
+
+
+def run_worker(settings: Settings) -> int:
+    """Run one stream worker until SIGTERM/SIGINT; the exit code."""
+    worker = StreamWorker(settings)
+    if settings.metrics.enabled:
+        start_http_server(
+            settings.metrics.port, settings.metrics.host, registry=worker.metrics.registry
+        )
+    app = build_app(settings, worker)
+    runner = faust.Worker(
+        app, loglevel=settings.log.level.lower(), override_logging=False, quiet=True
+    )
+    try:
+        runner.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
+    return 0
