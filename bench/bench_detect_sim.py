@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import math
 import platform
 import sys
 import time
@@ -143,19 +144,33 @@ def run_pass(  # noqa: PLR0913 - the fleet, its data, its labels and the pass's 
     return tally
 
 
-def speed(settings: DetectorSettings, sensors: int = 1000, per_sensor: int = 200) -> float:
-    """Updates per second over an interleaved stream of many sensors (update calls only)."""
+def speed(
+    settings: DetectorSettings, sensors: int = 1000, per_sensor: int = 200, repeats: int = 5
+) -> tuple[float, float]:
+    """Updates per second over an interleaved stream of many sensors (update calls only).
+
+    Each repeat scores the stream from fresh detectors; the best repeat counts, as
+    usual for micro-benchmarks on a shared machine.
+
+    Returns:
+        (by CPU time of this process, by wall-clock time).
+    """
     profile = PROFILES[SensorType.TEMPERATURE]
     end = START + timedelta(seconds=per_sensor * profile.sampling_interval_seconds)
     one = list(series(profile, seed=3, start=START, end=end))
-    dets = [SensorDetector(settings) for _ in range(sensors)]
-    stream = [
-        (det, _ms(when), value + 0.01 * i) for when, value in one for i, det in enumerate(dets)
-    ]
-    started = time.perf_counter()
-    for det, t, v in stream:
-        det.update(t, v)
-    return len(stream) / (time.perf_counter() - started)
+    best_cpu = best_wall = math.inf
+    for _ in range(repeats):
+        dets = [SensorDetector(settings) for _ in range(sensors)]
+        stream = [
+            (det, _ms(when), value + 0.01 * i) for when, value in one for i, det in enumerate(dets)
+        ]
+        cpu, wall = time.process_time(), time.perf_counter()
+        for det, t, v in stream:
+            det.update(t, v)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+        best_wall = min(best_wall, time.perf_counter() - wall)
+    count = sensors * len(one)
+    return count / best_cpu, count / best_wall
 
 
 def _traced(build: Callable[[], list[SensorDetector]]) -> float:
@@ -257,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     model = run_pass(bank, data, injections, settings, grace=args.grace, thresholds=False)
     prod = run_pass(bank, data, injections, settings, grace=args.grace, thresholds=True)
     scoring = time.perf_counter() - started
-    rate = speed(settings)
+    rate, wall_rate = speed(settings)
     per_sensor, per_sensor_check = memory(settings)
     state = len(SensorDetector(settings).dumps())
 
@@ -286,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         "### cost",
         "",
         (
-            f"- updates/s: {rate:,.0f} ({1e6 / rate:.2f} us per update; 1,000 sensors x 200"
-            " readings, interleaved, update calls only)"
+            f"- updates/s: {rate:,.0f} by CPU time ({1e6 / rate:.2f} us per update),"
+            f" {wall_rate:,.0f} by wall clock; 1,000 sensors x 200 readings, interleaved,"
+            " update calls only, best of 5"
         ),
         (
             f"- memory: {per_sensor:,.0f} bytes per sensor (tracemalloc over 10,000 detectors"

@@ -165,8 +165,7 @@ class SensorDetector:
         """
         if not math.isfinite(value):
             return _QUIET
-        if not -_MAX_ABS <= value <= _MAX_ABS:
-            value = _MAX_ABS if value > 0 else -_MAX_ABS  # squares must stay finite
+        value = min(max(value, -_MAX_ABS), _MAX_ABS)  # so that squares stay finite
         s = self._settings
         n = self._n
         slot = (ts_ms % _DAY_MS) * s.season_bins // _DAY_MS
@@ -213,11 +212,13 @@ class SensorDetector:
             self._ph.update(min(max(z, -_DRIFT_CLIP), _DRIFT_CLIP))  # type: ignore[no-untyped-call]
             if self._ph.drift_detected:
                 self._drift_left = s.holdoff_readings
-        # The robust variance test only names an alert; skip it when there is none.
-        robust = 0.0
-        if score >= s.anomaly_threshold:
-            robust = _variance_lr(clip_short, self._clip_long, f2, half_df)
-        score, kind = self._decide(score, z, noise=robust, spike=spike)
+        kind = _NONE
+        if score >= s.anomaly_threshold or self._holdoff or self._drift_left:
+            # The robust variance test only names an alert; skip it when there is none.
+            robust = 0.0
+            if score >= s.anomaly_threshold:
+                robust = _variance_lr(clip_short, self._clip_long, f2, half_df)
+            score, kind = self._decide(score, z, noise=robust, spike=spike)
 
         # Learn, robustly: a residual moves the model by at most a few scales.
         c = _CLIP * scale

@@ -107,7 +107,7 @@ def test_non_finite_values_are_ignored() -> None:
     assert det.dumps() == before
 
 
-@pytest.mark.parametrize("cut", [0, 5, 29, 30, 700, 3000])
+@pytest.mark.parametrize("cut", [0, 5, 29, 30, 700, 3000, 3105, 3350, 3510])
 def test_restored_detector_continues_exactly(cut: int) -> None:
     settings = DetectorSettings()
     rng = random.Random(11)  # noqa: S311 - test data, not secrets
