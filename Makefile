@@ -73,11 +73,10 @@ db-init: install ## Apply schema.sql to the configured database (idempotent)
 	$(BIN)/tmiot db init
 
 .PHONY: demo
-demo: install ## Run the whole pipeline end to end on embedded defaults
+demo: install ## Run the whole pipeline end to end on embedded defaults (ingest, stream, simulator)
 	$(BIN)/tmiot services up
 	$(BIN)/tmiot db init
-	@echo "The pipeline (ingest, stream, triggers, simulator) arrives with issues #3-#6;"
-	@echo "services are up and the schema is applied. Stop them with: make services-down"
+	BIN=$(BIN) tools/demo.sh
 
 .PHONY: bench-ingest
 bench-ingest: install ## Ingest vs a bare MQTT subscriber, side by side -> bench/results/ingest.{md,json}
