@@ -7,7 +7,6 @@ go through. Nothing here raises on bad input.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import math
 from dataclasses import dataclass, field
@@ -17,7 +16,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from ingest.sensors import Lookup, SensorDirectory, SensorInfo
 from tmiot.config import IngestSettings
-from tmiot.events import DeadLetter, DeadLetterReason, SensorStatusEvent, from_us, to_us
+from tmiot.events import (
+    DeadLetter,
+    DeadLetterReason,
+    SensorStatusEvent,
+    from_us,
+    payload_text,
+    to_us,
+)
 from tmiot.payloads import (
     BATCH,
     BATCH_ENVELOPE,
@@ -288,12 +294,7 @@ class Validator:
         """Dead-letter the message, or one batch item (then `item` is what is kept)."""
         # Only a rejected batch item pays for serialising itself back.
         payload = _item_bytes(item) if index is not None else msg.payload
-        limit = self._limits.deadletter_payload_limit
-        shown = payload[:limit]
-        try:
-            text = shown.decode()
-        except UnicodeDecodeError:
-            text = "base64:" + base64.b64encode(shown).decode()
+        text, truncated = payload_text(payload, self._limits.deadletter_payload_limit)
         msg.out.rejections.append(
             DeadLetter(
                 reason=reason,
@@ -304,6 +305,6 @@ class Validator:
                 received_at=msg.received_at,
                 payload=text,
                 payload_size=len(payload),
-                truncated=len(payload) > limit,
+                truncated=truncated,
             )
         )

@@ -93,7 +93,12 @@ class Scorer:
     def load(self, partition: int, states: Mapping[str, bytes]) -> None:
         """Install checkpointed detector states of a partition's sensors."""
         for sensor_id, data in states.items():
-            detector = SensorDetector.loads(self._settings, data)
+            try:
+                detector = SensorDetector.loads(self._settings, data)
+            except ValueError:
+                # A state from another detector version or configuration: this
+                # sensor starts fresh rather than the worker stopping.
+                detector = SensorDetector(self._settings)
             self._tracks[sensor_id] = _Track(detector, partition)
 
     def drop(self, partition: int) -> int:

@@ -49,6 +49,7 @@ from tmiot.events import (
     SensorStatusEvent,
     decode_reading_batch,
     from_us,
+    payload_text,
 )
 from tmiot.kafka import client_options, ensure_topics, producer
 
@@ -416,13 +417,7 @@ def _version(value: bytes | None) -> object:
 
 def _letter(reason: DeadLetterReason, detail: str, source: str, value: bytes | None) -> DeadLetter:
     raw = value or b""
-    shown = raw[:_PAYLOAD_LIMIT]
-    try:
-        text = shown.decode()
-    except UnicodeDecodeError:
-        import base64  # noqa: PLC0415 - only for binary poison
-
-        text = "base64:" + base64.b64encode(shown).decode()
+    text, truncated = payload_text(raw, _PAYLOAD_LIMIT)
     return DeadLetter(
         reason=reason,
         detail=detail[:500],
@@ -430,7 +425,7 @@ def _letter(reason: DeadLetterReason, detail: str, source: str, value: bytes | N
         received_at=from_us(round(time.time() * 1_000_000)),
         payload=text,
         payload_size=len(raw),
-        truncated=len(raw) > _PAYLOAD_LIMIT,
+        truncated=truncated,
     )
 
 

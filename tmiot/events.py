@@ -19,6 +19,7 @@ Every record carries the header ``tmiot-schema`` = ``<topic kind>/<version>``.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from enum import StrEnum
 from typing import Final, Literal
@@ -45,6 +46,7 @@ __all__ = [
     "SensorStatusEvent",
     "decode_reading_batch",
     "from_us",
+    "payload_text",
     "reading_rows",
     "to_us",
 ]
@@ -226,6 +228,22 @@ class DeadLetter(_Event):
     payload: str  # UTF-8 text, or base64 prefixed "base64:" for binary
     payload_size: int
     truncated: bool = False
+
+
+def payload_text(raw: bytes, limit: int) -> tuple[str, bool]:
+    """A dead letter's ``payload``: the first `limit` bytes as UTF-8, else ``base64:``.
+
+    Returns (text, truncated).
+
+    >>> payload_text(bytes([255]), 10)
+    ('base64:/w==', False)
+    """
+    shown = raw[:limit]
+    try:
+        text = shown.decode()
+    except UnicodeDecodeError:
+        text = "base64:" + base64.b64encode(shown).decode()
+    return text, len(raw) > limit
 
 
 class SensorStatusEvent(_Event):
