@@ -12,12 +12,20 @@ Three tests read the residual:
 * ``drift``: River's Page-Hinkley test on the residual, whose mean moves when
   the level lags behind a ramp.
 
-The surprise is relative to the sensor's own typical surprise (a running mean),
-so a noisy or spiky sensor does not alert all day; ``s / (s + half)`` maps it to a
-score in [0, 1]. After an alert, scores are damped for a while and the event
-keeps its type (one event, one alert) unless it turns out more lasting (a spike
-that is the start of a drift). A reading outside the sensor's alert thresholds
-is always an anomaly; a low ``quality`` scales the surprise down.
+The surprise (spike plus noise statistic, nats) is then calibrated against the
+sensor's own past: a decayed histogram of its past surprises, mixed with a
+Gaussian prior tail, gives its tail probability, whose ``-log`` is the reading's
+evidence. So a sensor that is often spiky does not alert all day, only a reading
+rarer than what it usually shows does, and the scores of different sensors are
+comparable. A second histogram calibrates the spike surprise alone; the
+short-term mean of that evidence (about 1 nat when nothing happens) gives a
+burst test, a Gamma tail: several moderately rare readings close together
+(denser spikes, a dip that is not deep but lasts) are as telling as one very
+rare reading. The larger evidence maps to a score in [0, 1] by ``e / (e + half)``.
+After an alert, scores are damped for a while and the event keeps its type (one
+event, one alert) unless it turns out more lasting (a spike that is the start of
+a drift). A reading outside the sensor's alert thresholds is always an anomaly;
+a low ``quality`` scales the evidence down.
 
 Example:
     >>> from tmiot.config import DetectorSettings
@@ -50,7 +58,13 @@ _DRIFT_CLIP: Final = 10.0  # largest step fed to Page-Hinkley, in scales
 _NOISE_CLIP: Final = 4.0  # largest residual the variance test sees, in scales
 _TINY: Final = 1e-9
 _MAX_ABS: Final = 1e100  # readings are clamped to this magnitude
-_VERSION: Final = 1
+_VERSION: Final = 2
+_BINS: Final = 32  # slots of a surprise histogram ...
+_BINS_PER_NAT: Final = 4.0  # ... per nat of log1p(surprise): the last one from e**7.75 nats
+_RESCALE: Final = 2.0**300  # the histograms' growing increment is brought back below this
+# The prior tail of a surprise s is exp(-s * 2/pi): z is in mean absolute residuals, which
+# are sqrt(2/pi) standard deviations for a Gaussian residual, so z**2 / 2 overstates its nats.
+_PRIOR_RATE: Final = 2.0 / math.pi
 _FLOATS: Final = (
     "_level",
     "_scale",
@@ -60,11 +74,14 @@ _FLOATS: Final = (
     "_clip_long",
     "_lo",
     "_hi",
-    "_beta",
+    "_weight",
+    "_total",
+    "_evidence",
 )
 _PH_FLOATS: Final = ("_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease")
 # version, readings, hold-off left and its type, drift left, Page-Hinkley's flag, profile slots,
-# our floats, then Page-Hinkley's running mean (n, mean) and its sums; the profile follows.
+# our floats, then Page-Hinkley's running mean (n, mean) and its sums; the two surprise
+# histograms and the profile follow.
 _HEADER: Final = struct.Struct(f"<BQIBIBH{len(_FLOATS)}d2d{len(_PH_FLOATS)}d")
 
 
@@ -98,17 +115,25 @@ def _variance_lr(short: float, long: float, f2: float, half_df: float) -> float:
     return half_df * (rho - 1.0 - log(rho))
 
 
+def _tail_bin(surprise: float) -> tuple[int, float]:
+    """The histogram slot of a surprise and the fraction of that slot below it."""
+    x = log1p(surprise) * _BINS_PER_NAT
+    slot = min(int(x), _BINS - 1)
+    return slot, min(x - slot, 1.0)
+
+
 class SensorDetector:
     """Online anomaly detector of one sensor's readings (not thread-safe)."""
 
     # Slots: 10,000 sensors per worker, so no per-instance __dict__.
     __slots__ = (
-        "_beta",
         "_clip_long",
         "_clip_short",
         "_drift_left",
+        "_evidence",
         "_held",
         "_hi",
+        "_hist",
         "_holdoff",
         "_level",
         "_lo",
@@ -117,8 +142,10 @@ class SensorDetector:
         "_profile",
         "_scale",
         "_settings",
+        "_total",
         "_var_long",
         "_var_short",
+        "_weight",
     )
 
     def __init__(self, settings: DetectorSettings) -> None:
@@ -132,7 +159,14 @@ class SensorDetector:
         self._var_short = self._var_long = self._clip_short = self._clip_long = 0.0
         self._lo = math.inf
         self._hi = -math.inf
-        self._beta = 0.0  # typical surprise, nats
+        # Decayed histograms of past surprises, the whole one then the spike part's:
+        # each reading adds the current weight to one slot of each, and the weight grows
+        # by 1 / (1 - 1/tail_window) a reading (cheaper than decaying every slot);
+        # _total is each histogram's sum. _evidence: short-term mean spike evidence.
+        self._hist = array("d", [0.0]) * (2 * _BINS)
+        self._weight = 1.0
+        self._total = 0.0
+        self._evidence = 1.0
         self._holdoff = 0  # readings left in the hold-off after an alert
         self._held = _NONE  # the type of that alert
         self._drift_left = 0  # readings left during which Page-Hinkley's drift stands
@@ -159,7 +193,7 @@ class SensorDetector:
         Args:
             ts_ms: reading time, epoch milliseconds (UTC); sets the time-of-day slot.
             value: the measurement; NaN and infinities are neither scored nor learned.
-            quality: 0..1 confidence of the reading; scales its surprise (None: 1).
+            quality: 0..1 confidence of the reading; scales its evidence (None: 1).
             lo: the sensor's ``alert_threshold_min``, if any.
             hi: the sensor's ``alert_threshold_max``, if any.
         """
@@ -197,18 +231,14 @@ class SensorDetector:
         noise = _variance_lr(var_short, self._var_long, f2, half_df)
         spike = 0.5 * z * z
         cap = s.surprise_cap
-        surprise = cap * log1p((spike + noise) / cap)
-
-        beta = self._beta
-        relative = surprise / max(beta, s.surprise_floor)
+        evidence = self._calibrate(cap * log1p((spike + noise) / cap), cap * log1p(spike / cap))
         if quality is not None:
-            relative *= min(max(quality, 0.0), 1.0)
-        score = relative / (relative + s.surprise_half)
-        self._beta = beta + s.surprise_alpha * (surprise - beta)
+            evidence *= min(max(quality, 0.0), 1.0)
+        score = evidence / (evidence + s.evidence_half)
 
         if seen:
             # Page-Hinkley on the residual: a ramp that the level lags behind leaves
-            # a lasting bias. It names the alerts that follow; it raises none itself.
+            # a lasting bias. It raises an alert when it fires and names those that follow.
             self._ph.update(min(max(z, -_DRIFT_CLIP), _DRIFT_CLIP))  # type: ignore[no-untyped-call]
             if self._ph.drift_detected:
                 self._drift_left = s.holdoff_readings
@@ -239,6 +269,44 @@ class SensorDetector:
 
         verdict = Verdict(round(score, 4), kind != _NONE, _TYPES[kind])
         return self._breach(verdict, value, lo, hi) if lo is not None or hi is not None else verdict
+
+    def _calibrate(self, surprise: float, spike: float) -> float:
+        """Evidence, nats, of a reading's surprise against the past ones; then learn it.
+
+        The larger of ``-log`` the tail probability of ``surprise`` (spike plus noise
+        test) and the Gamma-tail statistic of the short-term mean of the spike test's
+        own tail evidence (capped; its mean is 1 nat while nothing happens).
+        """
+        s = self._settings
+        hist = self._hist
+        weight = self._weight
+        prior = s.tail_prior * weight
+        norm = log(self._total + prior)
+        slot, below = _tail_bin(surprise)
+        tail = sum(hist[slot + 1 : _BINS]) + hist[slot] * (1.0 - below)
+        tail += prior * math.exp(-min(surprise * _PRIOR_RATE, 700.0))
+        instant = norm - log(max(tail, 1e-300))
+        hist[slot] += weight
+        slot, below = _tail_bin(spike)
+        slot += _BINS
+        tail = sum(hist[slot + 1 : 2 * _BINS]) + hist[slot] * (1.0 - below)
+        tail += prior * math.exp(-min(spike * _PRIOR_RATE, 700.0))
+        single = norm - log(max(tail, 1e-300))
+        hist[slot] += weight
+        alpha = s.evidence_alpha
+        mean = self._evidence + alpha * (min(single, s.evidence_cap) - self._evidence)
+        self._evidence = mean
+        burst = (2.0 / alpha - 1.0) * (mean - 1.0 - log(mean)) if mean > 1.0 else 0.0
+
+        self._total += weight
+        weight /= 1.0 - 1.0 / s.tail_window
+        if weight > _RESCALE:
+            for i in range(2 * _BINS):
+                hist[i] /= _RESCALE
+            self._total /= _RESCALE
+            weight /= _RESCALE
+        self._weight = weight
+        return max(instant, burst, 0.0)
 
     def _decide(self, score: float, z: float, *, noise: float, spike: float) -> tuple[float, int]:
         """The reading's final score and anomaly type, given the hold-off and Page-Hinkley.
@@ -277,7 +345,11 @@ class SensorDetector:
         return score, kind
 
     def _warm_up(self, slot: int, value: float) -> None:
-        """Learn one of the first readings: plain running means, no score."""
+        """Learn one of the first readings: plain running means, no score.
+
+        The surprise histograms start after the warm-up: these readings' surprises
+        tell more about a model still settling than about the sensor.
+        """
         n = self._n
         if n == 0:
             self._level = self._lo = self._hi = value
@@ -288,16 +360,9 @@ class SensorDetector:
         seasonal = self._profile[slot]
         seen = not isnan(seasonal)
         residual = value - self._level - (seasonal if seen else 0.0)
-        floor = s.scale_floor * (self._hi - self._lo) + _TINY
-        z = residual / max(self._scale, floor)
         r2 = residual * residual
-        alpha = s.noise_short_alpha
-        self._var_short += alpha * (r2 - self._var_short)
+        self._var_short += s.noise_short_alpha * (r2 - self._var_short)
         self._clip_short = self._var_short
-        noise = _variance_lr(self._var_short, self._var_long, floor * floor, 1.0 / alpha - 0.5)
-        spike = 0.5 * z * z
-        surprise = s.surprise_cap * log1p((spike + noise) / s.surprise_cap)
-        self._beta += (surprise - self._beta) / n
         self._scale += (abs(residual) - self._scale) / n
         self._var_long += (r2 - self._var_long) / n
         self._clip_long = self._var_long
@@ -324,7 +389,7 @@ class SensorDetector:
         return Verdict(score, is_anomaly=True, anomaly_type=kind)
 
     def dumps(self) -> bytes:
-        """The state as bytes: 141 bytes plus 8 a profile slot (909 by default)."""
+        """The state as bytes: 669 bytes plus 8 a profile slot (1,437 by default)."""
         ph = self._ph
         mean = ph._x_mean  # noqa: SLF001 - River has no public accessor for its state
         return (
@@ -341,6 +406,7 @@ class SensorDetector:
                 mean._mean,  # noqa: SLF001
                 *(getattr(ph, name) for name in _PH_FLOATS),
             )
+            + self._hist.tobytes()
             + self._profile.tobytes()
         )
 
@@ -352,7 +418,7 @@ class SensorDetector:
             ValueError: the bytes are not a state of this version and profile size.
         """
         bins = settings.season_bins
-        if len(data) != _HEADER.size + 8 * bins or data[0] != _VERSION:
+        if len(data) != _HEADER.size + 8 * (2 * _BINS + bins) or data[0] != _VERSION:
             msg = (
                 f"not a detector state v{_VERSION} with {bins} profile slots"
                 f" ({len(data)} bytes, version byte {data[:1].hex() or 'missing'})"
@@ -366,7 +432,9 @@ class SensorDetector:
         det._n, det._holdoff, det._held, det._drift_left = n, holdoff, held, drift_left
         for name, number in zip(_FLOATS, floats, strict=False):
             setattr(det, name, number)
-        det._profile = array("d", data[_HEADER.size :])
+        profile = _HEADER.size + 16 * _BINS
+        det._hist = array("d", data[_HEADER.size : profile])
+        det._profile = array("d", data[profile:])
         ph = det._ph
         rest = floats[len(_FLOATS) :]
         mean = stats.Mean()

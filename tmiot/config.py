@@ -183,27 +183,32 @@ class DetectorSettings(_Group):
     # EWMA weight of the residual scale (mean absolute residual).
     scale_alpha: Annotated[float, Field(gt=0, le=1)] = 0.01
     # Floor of the residual scale, as a fraction of the range seen so far.
-    scale_floor: Annotated[float, Field(ge=0, le=1)] = 0.01
+    scale_floor: Annotated[float, Field(ge=0, le=1)] = 0.005
     # EWMA weights of the short and long residual variance (the `noise` test).
-    noise_short_alpha: Annotated[float, Field(gt=0, le=1)] = 0.1
-    noise_long_alpha: Annotated[float, Field(gt=0, le=1)] = 0.005
-    # EWMA weight of the typical surprise that a reading's surprise is relative to.
-    surprise_alpha: Annotated[float, Field(gt=0, le=1)] = 0.01
+    noise_short_alpha: Annotated[float, Field(gt=0, le=1)] = 0.05
+    noise_long_alpha: Annotated[float, Field(gt=0, le=1)] = 0.008
     # Soft cap of a reading's surprise, in nats: beyond it all excesses look alike.
-    surprise_cap: Annotated[float, Field(gt=0)] = 25.0
-    # Smallest typical surprise: a Gaussian residual averages about 1 nat here; twice
-    # that keeps a well-behaved sensor at about one false alert per 100,000 readings.
-    surprise_floor: Annotated[float, Field(gt=0)] = 2.0
-    # Relative surprise that maps to score 0.5: score = s / (s + surprise_half).
-    surprise_half: Annotated[float, Field(gt=0)] = 8.6
+    surprise_cap: Annotated[float, Field(gt=0)] = 200.0
+    # Memory, in readings, of the histograms of past surprises that calibrate a new one
+    # into a tail probability (so a sensor that is often spiky is not often alerting).
+    tail_window: Annotated[float, Field(gt=1)] = 8000.0
+    # Weight, in readings, of the prior tail exp(-surprise) (a Gaussian residual's) in
+    # those histograms: how much the first, not yet seen extremes count.
+    tail_prior: Annotated[float, Field(gt=0)] = 1000.0
+    # EWMA weight of the short-term mean of the spike test's evidence (capped at
+    # evidence_cap nats): a burst of moderately rare readings is an anomaly too.
+    evidence_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.17
+    evidence_cap: Annotated[float, Field(gt=0)] = 6.0
+    # Evidence, in nats, that maps to score 0.5: score = e / (e + evidence_half).
+    evidence_half: Annotated[float, Field(gt=0)] = 10.0
     # Readings learned before any score is given (NAB allows 15 % of a file).
     warmup_readings: Annotated[int, Field(ge=2, le=100_000)] = 30
     # Score from which a reading is an anomaly.
     anomaly_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     # After an anomaly, the next scores are damped for this many readings ...
-    holdoff_readings: Annotated[int, Field(ge=0, le=100_000)] = 50
+    holdoff_readings: Annotated[int, Field(ge=0, le=100_000)] = 150
     # ... by this factor, so one event does not raise a burst of alerts.
-    holdoff_damping: Annotated[float, Field(ge=0, le=1)] = 0.5
+    holdoff_damping: Annotated[float, Field(ge=0, le=1)] = 0.0
     # Page-Hinkley (river.drift) on the deseasonalised value, in residual-scale units:
     # the tolerated shift, the alarm level, and the readings it needs after a reset.
     drift_delta: Annotated[float, Field(ge=0)] = 1.0

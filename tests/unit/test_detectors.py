@@ -138,7 +138,28 @@ def test_restored_detector_continues_exactly(cut: int) -> None:
 
 def test_state_is_compact() -> None:
     det, _, _ = trained(days=1.0)
-    assert len(det.dumps()) < 1024
+    assert len(det.dumps()) < 1536  # 96 profile slots and two 32-slot histograms: 1,437
+
+
+def test_a_sensor_that_spikes_routinely_stops_alerting_on_its_spikes() -> None:
+    det, rng, n = trained()
+    routine = [10 * SD if k % 100 == 0 else 0.0 for k in range(1, 3001)]
+    verdicts = run(det, rng, n, routine)
+    early = sum(v.is_anomaly for v in verdicts[:1000])
+    late = sum(v.is_anomaly for v in verdicts[2000:])
+    assert early >= 1
+    assert late < early
+    # A reading far rarer than the routine spikes still alerts.
+    assert run(det, rng, n + len(routine), [0.0] * 50 + [30 * SD])[-1].is_anomaly
+
+
+def test_a_burst_of_moderate_spikes_alerts() -> None:
+    det, rng, n = trained()
+    alone = run(det, rng, n, [0.0] * 5 + [4 * SD] + [0.0] * 200)
+    assert not any(v.is_anomaly for v in alone)  # 4 sd: rare, not alarming on its own ...
+    burst = [4 * SD if k % 2 == 0 else 0.0 for k in range(20)]
+    verdicts = run(det, rng, n + len(alone), burst + [0.0] * 10)
+    assert any(v.is_anomaly for v in verdicts)  # ... but ten of them in 20 readings are
 
 
 def test_loads_rejects_foreign_bytes() -> None:
