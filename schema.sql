@@ -491,6 +491,72 @@ CREATE INDEX IF NOT EXISTS stream_model_states_partition_idx
     ON stream_model_states (consumer_group, kafka_partition);
 -- ;;
 
+-- Pipeline bookkeeping of the trigger service. trigger_offsets and
+-- trigger_states are its checkpoint: each (trigger, sensor) evaluation state
+-- with the offset of the scored partition it is current to; a process that
+-- takes a partition loads them and replays from there. An incident's id is
+-- its stable key (also the work order's idempotency key), so a replay that
+-- reopens it inserts nothing. trigger_outbox holds the events of committed
+-- incidents until Kafka has acknowledged them.
+CREATE TABLE IF NOT EXISTS trigger_offsets (
+    consumer_group  text NOT NULL,
+    topic           text NOT NULL,
+    kafka_partition int NOT NULL CHECK (kafka_partition >= 0),
+    next_offset     bigint NOT NULL CHECK (next_offset >= 0),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, topic, kafka_partition)
+);
+-- ;;
+CREATE TABLE IF NOT EXISTS trigger_states (
+    consumer_group  text NOT NULL,
+    trigger_id      uuid NOT NULL REFERENCES automated_service_triggers (id) ON DELETE CASCADE,
+    sensor_id       uuid NOT NULL REFERENCES equipment_sensors (id) ON DELETE CASCADE,
+    kafka_partition int NOT NULL CHECK (kafka_partition >= 0),
+    state           jsonb NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, trigger_id, sensor_id)
+);
+-- ;;
+CREATE INDEX IF NOT EXISTS trigger_states_partition_idx
+    ON trigger_states (consumer_group, kafka_partition);
+-- ;;
+CREATE TABLE IF NOT EXISTS trigger_incidents (
+    id              uuid PRIMARY KEY,
+    company_id      uuid NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    trigger_id      uuid NOT NULL REFERENCES automated_service_triggers (id) ON DELETE CASCADE,
+    sensor_id       uuid NOT NULL REFERENCES equipment_sensors (id) ON DELETE CASCADE,
+    opened_at       timestamptz NOT NULL,
+    cleared_at      timestamptz,
+    clear_reason    text,
+    historical      boolean NOT NULL DEFAULT false,
+    summary         text NOT NULL,
+    evidence        jsonb NOT NULL DEFAULT '[]',
+    prediction_id   uuid REFERENCES maintenance_predictions (id) ON DELETE SET NULL,
+    outcome         text CHECK (outcome IS NULL OR outcome IN ('resolved', 'false_positive')),
+    outcome_at      timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+-- ;;
+CREATE INDEX IF NOT EXISTS trigger_incidents_trigger_idx
+    ON trigger_incidents (trigger_id, sensor_id, opened_at);
+-- ;;
+CREATE INDEX IF NOT EXISTS trigger_incidents_outcome_idx
+    ON trigger_incidents (outcome_at) WHERE outcome IS NOT NULL;
+-- ;;
+CREATE TABLE IF NOT EXISTS trigger_outbox (
+    id              uuid PRIMARY KEY,
+    incident_id     uuid NOT NULL REFERENCES trigger_incidents (id) ON DELETE CASCADE,
+    topic           text NOT NULL,
+    record_key      text NOT NULL,
+    payload         bytea NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    sent_at         timestamptz
+);
+-- ;;
+CREATE INDEX IF NOT EXISTS trigger_outbox_unsent_idx
+    ON trigger_outbox (created_at) WHERE sent_at IS NULL;
+-- ;;
+
 -- ---------------------------------------------------------------------------
 -- Enterprise security and compliance
 -- ---------------------------------------------------------------------------

@@ -105,6 +105,15 @@ def _stream(args: argparse.Namespace, settings: Settings) -> int:
     return run_worker(settings)
 
 
+def _triggers(args: argparse.Namespace, settings: Settings) -> int:
+    del args
+    from triggers.service import TriggerService  # noqa: PLC0415 - only this command needs it
+
+    service = TriggerService(settings)
+    _serve_metrics(settings, service.metrics.registry)
+    return asyncio.run(_until_signalled(service.run()))
+
+
 def _not_yet(issue: int, what: str) -> Handler:
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         del args, settings
@@ -171,8 +180,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     stream.set_defaults(handler=_stream)
 
+    triggers = sub.add_parser(
+        "triggers",
+        help="evaluate automated_service_triggers on the scored stream and emit work orders "
+        "(runs until stopped)",
+    )
+    triggers.set_defaults(handler=_triggers)
+
     for name, issue, text in (
-        ("triggers", 5, "evaluate automated_service_triggers and emit work orders"),
         ("demo", 6, "run the whole pipeline end to end with a live view"),
     ):
         cmd = sub.add_parser(name, help=f"{text} (issue #{issue})")

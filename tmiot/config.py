@@ -40,6 +40,7 @@ __all__ = [
     "Settings",
     "TlsFiles",
     "TopicSettings",
+    "TriggersSettings",
     "load_settings",
 ]
 
@@ -128,6 +129,9 @@ class KafkaSettings(_Group):
     max_request_bytes: Annotated[int, Field(ge=65_536, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     enable_idempotence: bool = False
+    # Longest a consumer fetch waits for data: the floor of end-to-end latency on a
+    # quiet topic (Faust hard-codes 1500 ms; our stream app passes this instead).
+    fetch_max_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = 50
 
     @property
     def bootstrap_list(self) -> list[str]:
@@ -236,6 +240,26 @@ class StreamSettings(_Group):
     detector: DetectorSettings = DetectorSettings()
 
 
+class TriggersSettings(_Group):
+    """The trigger service: consumer group, freshness of the trigger list, event time."""
+
+    group_id: str = "tmiot-triggers"  # Kafka consumer group of the trigger processes
+    # Triggers and sensors are reloaded this often (a change applies without restart).
+    refresh_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # Readings up to this much older than the newest of their (trigger, sensor) still
+    # count in the right window; older ones are dropped (counted).
+    lateness_seconds: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    # An incident whose readings are older than this (a backfill, a replay) is recorded
+    # as historical: no work order, no notification.
+    backfill_horizon_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    max_poll_records: Annotated[int, Field(ge=1, le=100_000)] = 500
+    # Evaluation states are checkpointed this often; a restart replays at most this much.
+    checkpoint_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Time-driven checks (sensor silent for longer than a pattern's duration).
+    tick_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    session_timeout_seconds: Annotated[float, Field(ge=3, le=300)] = 10.0
+
+
 class DatabaseSettings(_Group):
     """PostgreSQL / TimescaleDB connection."""
 
@@ -306,6 +330,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     ingest: IngestSettings = IngestSettings()
     stream: StreamSettings = StreamSettings()
+    triggers: TriggersSettings = TriggersSettings()
     database: DatabaseSettings = DatabaseSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()

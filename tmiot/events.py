@@ -31,6 +31,8 @@ from typing_extensions import TypedDict
 __all__ = [
     "BATCH_COLUMNS",
     "DEADLETTER_SCHEMA",
+    "NOTIFICATION_SCHEMA",
+    "OUTCOME_SCHEMA",
     "RAW_SCHEMA",
     "READING_BATCH",
     "SCHEMA_HEADER",
@@ -38,12 +40,18 @@ __all__ = [
     "SCORED_SCHEMA",
     "SCORE_COLUMNS",
     "STATUS_SCHEMA",
+    "WORKORDER_SCHEMA",
     "DeadLetter",
     "DeadLetterReason",
+    "EvidenceItem",
+    "ForecastItem",
+    "NotificationRequested",
     "RawReading",
     "ReadingBatch",
     "ScoredBatch",
     "SensorStatusEvent",
+    "WorkOrderOutcome",
+    "WorkOrderRequested",
     "decode_reading_batch",
     "from_us",
     "payload_text",
@@ -256,3 +264,87 @@ class SensorStatusEvent(_Event):
     battery_level_percent: int | None = None
     heartbeat: bool = True
     received_at: dt.datetime
+
+
+WORKORDER_SCHEMA: Final = b"workorders.requested/1"
+NOTIFICATION_SCHEMA: Final = b"notifications.requested/1"
+OUTCOME_SCHEMA: Final = b"workorders.outcomes/1"
+
+
+class EvidenceItem(_Event):
+    """A reading behind a work order; ``(sensor_id, reading_timestamp)`` is its row key."""
+
+    sensor_id: UUID
+    reading_timestamp: dt.datetime
+    value: float | None
+    anomaly_score: float
+    anomaly_type: str | None
+
+
+class ForecastItem(_Event):
+    """A predicted threshold crossing (``maintenance_due`` triggers)."""
+
+    prediction_id: UUID  # the maintenance_predictions row
+    predicted_crossing_at: dt.datetime
+    threshold: float
+    slope_per_hour: float
+    confidence_score: float
+    severity: str
+    recommended_action: str
+
+
+class WorkOrderRequested(_Event):
+    """Value of a ``workorders.requested`` record: the FSM should open one work order.
+
+    ``idempotency_key`` is the incident's key: the same incident always carries
+    the same key (a restart or a replay may send it again; the FSM keeps one).
+    The record key is ``idempotency_key``.
+    """
+
+    v: Literal[1] = 1
+    idempotency_key: UUID
+    incident_id: UUID
+    company_id: UUID
+    customer_equipment_id: UUID
+    sensor_id: UUID
+    trigger_id: UUID
+    trigger_number: str
+    work_order_template_id: UUID | None
+    priority_level: str
+    title: str
+    description: str
+    opened_at: dt.datetime
+    requested_at: dt.datetime
+    evidence: list[EvidenceItem]
+    forecast: ForecastItem | None = None
+
+
+class NotificationRequested(_Event):
+    """Value of a ``notifications.requested`` record: tell a customer or a technician."""
+
+    v: Literal[1] = 1
+    idempotency_key: UUID  # uuid5(incident, audience)
+    incident_id: UUID
+    company_id: UUID
+    customer_equipment_id: UUID
+    sensor_id: UUID
+    trigger_id: UUID
+    audience: Literal["customer", "technician"]
+    message: str
+    requested_at: dt.datetime
+
+
+class WorkOrderOutcome(_Event):
+    """Value of a ``workorders.outcomes`` record, sent by the FSM when a work order ends.
+
+    ``resolved``: the problem was real and fixed (closes the incident);
+    ``false_positive``: nothing was wrong (counts against the trigger's
+    ``false_positive_rate``). ``actual_failure_date`` marks a prediction's accuracy.
+    """
+
+    v: Literal[1] = 1
+    idempotency_key: UUID  # of the WorkOrderRequested
+    outcome: Literal["resolved", "false_positive"]
+    work_order_id: UUID | None = None
+    actual_failure_date: dt.date | None = None
+    at: dt.datetime

@@ -42,5 +42,5 @@ def test_invalid_configuration_exits_2_naming_the_setting(
 
 
 def test_commands_of_later_issues_say_so(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["triggers"]) == EXIT_NOT_YET
-    assert "issue #5" in capsys.readouterr().err
+    assert main(["demo"]) == EXIT_NOT_YET
+    assert "issue #6" in capsys.readouterr().err

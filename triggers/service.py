@@ -1,0 +1,598 @@
+"""The trigger service: evaluates the active triggers on the scored stream.
+
+An aiokafka consumer group over ``sensor.readings.scored`` (partitioned like
+the raw topic, so a sensor's readings stay in order on one process). Per poll:
+
+1. decode each record (a poison record is dead-lettered and skipped);
+2. feed each reading to the :class:`~triggers.evaluator.Evaluator` for every
+   trigger that watches its sensor, in event time;
+3. commit the poll's incidents, predictions, trigger counters and outbox
+   events in one database transaction (idempotent: incident ids are stable);
+4. send the outbox events and mark them sent once Kafka acknowledged them.
+
+Evaluation states are checkpointed with the partition offsets they are current
+to (``trigger_offsets``); a process that is assigned a partition restores its
+states and seeks to the checkpoint, so replayed readings rebuild the same
+incidents with the same keys and nothing is sent twice (at most the same
+idempotency key again, if a crash fell between a send and its mark).
+
+Other tasks: the directory refresh (triggers changed without restart), a tick
+for time-driven conditions and outbox retries, and the ``workorders.outcomes``
+consumer (its own consumer group) that keeps false-positive rates and closes
+resolved incidents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, Final
+
+import psycopg
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+
+from tmiot.config import Settings
+from tmiot.db import conninfo
+from tmiot.events import (
+    DEADLETTER_SCHEMA,
+    NOTIFICATION_SCHEMA,
+    SCHEMA_HEADER,
+    SCORED_BATCH,
+    WORKORDER_SCHEMA,
+    DeadLetter,
+    DeadLetterReason,
+    EvidenceItem,
+    ForecastItem,
+    NotificationRequested,
+    ScoredBatch,
+    WorkOrderOutcome,
+    WorkOrderRequested,
+    from_us,
+    payload_text,
+)
+from tmiot.kafka import client_options, ensure_topics, producer
+from triggers.directory import Directory, audit_changes, load_directory
+from triggers.evaluator import Evaluator
+from triggers.metrics import TriggerMetrics
+from triggers.model import Cleared, Opened, ScoredReading, Transition, TriggerSpec
+from triggers.store import OutboxRow, TriggerStore, prediction_id
+from triggers.templates import TemplateRejected, render
+
+__all__ = ["TriggerService"]
+
+log = structlog.get_logger(__name__)
+
+_PAYLOAD_LIMIT: Final = 4096
+_NOTIFY_NS: Final = uuid.UUID("a3f5e1c2-7d44-4c1b-b0a9-5e2f8c6d9b31")
+_RETRY_AFTER: Final = dt.timedelta(seconds=30)  # an unsent outbox row older than this is resent
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: TriggerService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._service.revoked({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self._service.assigned({tp.partition for tp in assigned})
+
+
+class TriggerService:
+    """One trigger process: its connections, evaluator and Kafka clients."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Build from settings; resources open in :meth:`run`."""
+        self.settings = settings
+        self.metrics = TriggerMetrics()
+        cfg = settings.triggers
+        self.evaluator = Evaluator(
+            lateness_seconds=cfg.lateness_seconds,
+            backfill_horizon_seconds=cfg.backfill_horizon_seconds,
+        )
+        self.directory = Directory()
+        self.ready = asyncio.Event()
+        self._topics = settings.kafka.topics
+        self._lock = asyncio.Lock()
+        self._partition_of: dict[str, int] = {}
+        self._offsets: dict[int, int] = {}  # next offset per owned partition
+        self._owned: set[int] = set()
+        self._audited: set[tuple[str, str, str]] = set()
+        self._resolved_watermark = dt.datetime.now(dt.UTC)
+        self._last_checkpoint = time.monotonic()
+        self._store: TriggerStore | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        kafka = self.settings.kafka
+        cfg = self.settings.triggers
+        await ensure_topics(
+            kafka,
+            [
+                self._topics.readings_scored,
+                self._topics.readings_deadletter,
+                self._topics.workorders_requested,
+                self._topics.workorders_outcomes,
+                self._topics.notifications_requested,
+            ],
+        )
+        dsn = conninfo(self.settings.database, application_name="tmiot-triggers")
+        async with contextlib.AsyncExitStack() as stack:
+            conn = await stack.enter_async_context(await psycopg.AsyncConnection.connect(dsn))
+            dconn = await stack.enter_async_context(
+                await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+            )
+            oconn = await stack.enter_async_context(await psycopg.AsyncConnection.connect(dsn))
+            self._store = TriggerStore(conn, cfg.group_id, self._topics.readings_scored)
+            outcome_store = TriggerStore(oconn, cfg.group_id, self._topics.readings_scored)
+            self._producer = await stack.enter_async_context(
+                producer(kafka, client_id=f"{cfg.group_id}-out")
+            )
+            await self.refresh(dconn)
+            self._consumer = consumer = AIOKafkaConsumer(
+                **client_options(kafka),
+                group_id=cfg.group_id,
+                client_id=f"{cfg.group_id}-scored",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=cfg.max_poll_records,
+                fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+                session_timeout_ms=int(cfg.session_timeout_seconds * 1000),
+                heartbeat_interval_ms=max(1000, int(cfg.session_timeout_seconds * 100)),
+            )
+            consumer.subscribe([self._topics.readings_scored], listener=_Rebalance(self))
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)
+            outcomes = AIOKafkaConsumer(
+                self._topics.workorders_outcomes,
+                **client_options(kafka),
+                group_id=f"{cfg.group_id}-outcomes",
+                client_id=f"{cfg.group_id}-outcomes",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+            )
+            await outcomes.start()
+            stack.push_async_callback(outcomes.stop)
+            stack.push_async_callback(self._final_checkpoint)
+            log.info("triggers started", group=cfg.group_id, triggers=len(self.directory.triggers))
+            self.ready.set()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._consume(consumer), name="consume")
+                tasks.create_task(self._outcomes(outcomes, outcome_store), name="outcomes")
+                tasks.create_task(self._refresh_loop(dconn), name="refresh")
+                tasks.create_task(self._tick_loop(), name="tick")
+
+    async def _final_checkpoint(self) -> None:
+        async with self._lock:
+            with contextlib.suppress(psycopg.Error):
+                await self._checkpoint()
+
+    @property
+    def store(self) -> TriggerStore:
+        """The database side (once open)."""
+        assert self._store is not None  # noqa: S101 - set before any task runs
+        return self._store
+
+    @property
+    def kafka(self) -> AIOKafkaProducer:
+        """The producer (once open)."""
+        assert self._producer is not None  # noqa: S101 - set before any task runs
+        return self._producer
+
+    # --- partitions --------------------------------------------------------------------
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """Restore the new partitions' states and seek to their checkpoints."""
+        async with self._lock:
+            for partition in sorted(partitions - self._owned):
+                offset, states = await self.store.load_partition(partition)
+                for (trigger_id, sensor_id), state in states.items():
+                    self.evaluator.restore(trigger_id, sensor_id, state)
+                    self._partition_of[sensor_id] = partition
+                open_keys = {
+                    key: (t, s)
+                    for t, s in states
+                    if (key := self.evaluator.open_incident(t, s)) is not None
+                }
+                for key in await self.store.resolved_among(open_keys):
+                    t, s = open_keys[key]
+                    self.evaluator.resolve(t, s, _now_us())
+                tp = TopicPartition(self._topics.readings_scored, partition)
+                if offset is not None and self._consumer is not None:
+                    self._consumer.seek(tp, offset)
+                    self._offsets[partition] = offset
+                self._owned.add(partition)
+                log.info(
+                    "partition restored", partition=partition, checkpoint=offset, states=len(states)
+                )
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """Checkpoint, then forget the states of partitions moved away."""
+        async with self._lock:
+            await self._checkpoint()
+            gone = {s for s, p in self._partition_of.items() if p in partitions}
+            self.evaluator.drop_sensors(gone)
+            for sensor in gone:
+                del self._partition_of[sensor]
+            for partition in partitions:
+                self._offsets.pop(partition, None)
+            self._owned -= partitions
+            log.info("partitions released", partitions=sorted(partitions), sensors=len(gone))
+
+    async def _checkpoint(self) -> None:
+        states = self.evaluator.take_dirty()
+        offsets = {p: o for p, o in self._offsets.items() if p in self._owned}
+        await self.store.checkpoint(offsets, states, self._partition_of)
+        self._last_checkpoint = time.monotonic()
+
+    # --- the scored stream -------------------------------------------------------------
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        cfg = self.settings.triggers
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=cfg.max_poll_records)
+            if not batches:
+                continue
+            started = time.monotonic()
+            async with self._lock:
+                now_us = _now_us()
+                transitions: list[Transition] = []
+                received: dict[str, int] = {}
+                letters: list[DeadLetter] = []
+                for tp, records in batches.items():
+                    if tp.partition not in self._owned:
+                        continue  # revoked during the poll; its new owner replays it
+                    for record in records:
+                        self._evaluate(record, now_us, transitions, received, letters)
+                    self._offsets[tp.partition] = records[-1].offset + 1
+                await self._deadletters(letters)
+                await self._apply(transitions, received)
+                if time.monotonic() - self._last_checkpoint >= cfg.checkpoint_seconds:
+                    await self._checkpoint()
+            with contextlib.suppress(Exception):  # lag visibility only; the DB holds the truth
+                await consumer.commit(
+                    {
+                        TopicPartition(self._topics.readings_scored, p): o
+                        for p, o in self._offsets.items()
+                    }
+                )
+            self.metrics.poll_seconds.observe(time.monotonic() - started)
+
+    def _evaluate(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        now_us: int,
+        transitions: list[Transition],
+        received: dict[str, int],
+        letters: list[DeadLetter],
+    ) -> None:
+        try:
+            batch: ScoredBatch = SCORED_BATCH.validate_json(record.value or b"")
+        except ValidationError as exc:
+            letters.append(self._letter(record, str(exc.errors()[0]["msg"])))
+            return
+        directory = self.directory
+        evaluator = self.evaluator
+        n = len(batch["sensor_id"])
+        self.metrics.readings.inc(n)
+        evaluations = 0
+        for i, sensor_id in enumerate(batch["sensor_id"]):
+            self._partition_of[sensor_id] = record.partition
+            watching = directory.for_sensor(sensor_id)
+            if not watching:
+                continue
+            sensor = directory.sensors[sensor_id]
+            reading = ScoredReading(
+                sensor_id=sensor_id,
+                ts_us=batch["ts_us"][i],
+                value=batch["value"][i],
+                anomaly_score=batch["anomaly_score"][i],
+                is_anomaly=batch["is_anomaly"][i],
+                anomaly_type=batch["anomaly_type"][i],
+                received_us=batch["received_us"][i],
+            )
+            for trigger in watching:
+                evaluations += 1
+                found = evaluator.observe(trigger, sensor, reading, now_us)
+                if found:
+                    transitions.extend(found)
+                    for t in found:
+                        if isinstance(t, Opened):
+                            received[t.key] = reading.received_us
+        self.metrics.evaluations.inc(evaluations)
+
+    def _letter(self, record: ConsumerRecord[bytes, bytes], detail: str) -> DeadLetter:
+        raw = record.value or b""
+        text, truncated = payload_text(raw, _PAYLOAD_LIMIT)
+        letter = DeadLetter(
+            reason=DeadLetterReason.UNDECODABLE_RECORD,
+            detail=detail[:500],
+            source=f"kafka:{record.topic}/{record.partition}@{record.offset}",
+            received_at=from_us(_now_us()),
+            payload=text,
+            payload_size=len(raw),
+            truncated=truncated,
+        )
+        self.metrics.deadletters.labels(letter.reason.value).inc()
+        log.warning("record dead-lettered", reason=letter.reason.value, source=letter.source)
+        return letter
+
+    async def _deadletters(self, letters: list[DeadLetter]) -> None:
+        futures = [
+            await self.kafka.send(
+                self._topics.readings_deadletter,
+                letter.model_dump_json().encode(),
+                headers=[
+                    (SCHEMA_HEADER, DEADLETTER_SCHEMA),
+                    ("reason", letter.reason.value.encode()),
+                ],
+            )
+            for letter in letters
+        ]
+        await asyncio.gather(*futures)
+
+    async def _apply(self, transitions: list[Transition], received: dict[str, int]) -> None:
+        """Commit transitions, then send their events (the lock is held)."""
+        if not transitions:
+            return
+        opened = [t for t in transitions if isinstance(t, Opened)]
+        cleared = [t for t in transitions if isinstance(t, Cleared)]
+        requested_us = _now_us()
+        outbox = [row for o in opened if not o.historical for row in self._events(o, requested_us)]
+        companies = {
+            o.trigger_id: self._trigger(o.trigger_id).company_id
+            for o in opened
+            if o.trigger_id in self.directory.triggers
+        }
+        opened = [o for o in opened if o.trigger_id in companies]
+        send, live = await self.store.commit(
+            opened, self.directory.sensors, companies, cleared, outbox
+        )
+        for o in opened:
+            self.metrics.incidents.labels("historical" if o.historical else "live").inc()
+        for c in cleared:
+            self.metrics.cleared.labels(c.reason).inc()
+        if live:
+            log.info("incidents opened", live=live, events=len(send))
+        await self._send(send, received)
+
+    async def _send(self, rows: list[OutboxRow], received: dict[str, int] | None = None) -> None:
+        if not rows:
+            return
+        futures = [
+            await self.kafka.send(
+                r.topic,
+                r.payload,
+                key=r.key.encode(),
+                headers=[(SCHEMA_HEADER, _schema_of(r.topic, self._topics.workorders_requested))],
+            )
+            for r in rows
+        ]
+        await asyncio.gather(*futures)
+        acked_us = _now_us()
+        for r in rows:
+            self.metrics.events.labels(r.topic).inc()
+            if received and r.topic == self._topics.workorders_requested:
+                start = received.get(r.incident_id)
+                if start:
+                    self.metrics.latency.observe((acked_us - start) / 1e6)
+        await self.store.mark_sent([r.id for r in rows])
+
+    def _trigger(self, trigger_id: str) -> TriggerSpec:
+        return self.directory.triggers[trigger_id]
+
+    def _events(self, o: Opened, requested_us: int) -> list[OutboxRow]:
+        """The work-order request and notifications of a live incident."""
+        trigger = self.directory.triggers.get(o.trigger_id)
+        sensor = self.directory.sensors.get(o.sensor_id)
+        if trigger is None or sensor is None:
+            return []
+        rows: list[OutboxRow] = []
+        last = o.evidence[-1] if o.evidence else None
+        if trigger.auto_create_work_order:
+            forecast = None
+            if o.forecast is not None:
+                f = o.forecast
+                forecast = ForecastItem(
+                    prediction_id=uuid.UUID(prediction_id(o.key)),
+                    predicted_crossing_at=from_us(f.crossing_us),
+                    threshold=f.threshold,
+                    slope_per_hour=f.slope_per_hour,
+                    confidence_score=f.confidence,
+                    severity=f.severity,
+                    recommended_action=f.recommended_action,
+                )
+            event = WorkOrderRequested(
+                idempotency_key=uuid.UUID(o.key),
+                incident_id=uuid.UUID(o.key),
+                company_id=uuid.UUID(trigger.company_id),
+                customer_equipment_id=uuid.UUID(sensor.customer_equipment_id),
+                sensor_id=uuid.UUID(sensor.sensor_id),
+                trigger_id=uuid.UUID(trigger.trigger_id),
+                trigger_number=trigger.trigger_number,
+                work_order_template_id=(
+                    uuid.UUID(trigger.work_order_template_id)
+                    if trigger.work_order_template_id
+                    else None
+                ),
+                priority_level=trigger.priority_level,
+                title=f"{trigger.trigger_name}: {sensor.sensor_number}"[:200],
+                description=(
+                    f"{o.summary} on sensor {sensor.sensor_number} ({sensor.sensor_type})"
+                    f" of {sensor.equipment_name or 'equipment'}; trigger {trigger.trigger_number}."
+                ),
+                opened_at=from_us(o.opened_us),
+                requested_at=from_us(requested_us),
+                evidence=[
+                    EvidenceItem(
+                        sensor_id=uuid.UUID(e.sensor_id),
+                        reading_timestamp=from_us(e.ts_us),
+                        value=e.value,
+                        anomaly_score=e.anomaly_score,
+                        anomaly_type=e.anomaly_type,
+                    )
+                    for e in o.evidence
+                ],
+                forecast=forecast,
+            )
+            rows.append(
+                OutboxRow(
+                    o.key,
+                    o.key,
+                    self._topics.workorders_requested,
+                    o.key,
+                    event.model_dump_json().encode(),
+                )
+            )
+        fields: dict[str, str | int | float | None] = {
+            "trigger_name": trigger.trigger_name,
+            "trigger_number": trigger.trigger_number,
+            "sensor_number": sensor.sensor_number,
+            "sensor_type": sensor.sensor_type,
+            "equipment_name": sensor.equipment_name,
+            "value": last.value if last else None,
+            "unit": sensor.unit,
+            "anomaly_score": last.anomaly_score if last else None,
+            "anomaly_type": last.anomaly_type if last else None,
+            "opened_at": from_us(o.opened_us).isoformat(),
+            "priority_level": trigger.priority_level,
+            "summary": o.summary,
+        }
+        for audience, wanted in (
+            ("customer", trigger.notify_customer),
+            ("technician", trigger.notify_technician),
+        ):
+            if not wanted:
+                continue
+            try:
+                message = render(trigger.notification_template, fields)
+            except TemplateRejected as exc:
+                log.warning(
+                    "template failed; default used",
+                    trigger=trigger.trigger_number,
+                    reason=exc.reason,
+                )
+                message = render(None, fields)
+            key = str(uuid.uuid5(_NOTIFY_NS, f"{o.key}/{audience}"))
+            note = NotificationRequested(
+                idempotency_key=uuid.UUID(key),
+                incident_id=uuid.UUID(o.key),
+                company_id=uuid.UUID(trigger.company_id),
+                customer_equipment_id=uuid.UUID(sensor.customer_equipment_id),
+                sensor_id=uuid.UUID(sensor.sensor_id),
+                trigger_id=uuid.UUID(trigger.trigger_id),
+                audience=audience,  # type: ignore[arg-type]
+                message=message,
+                requested_at=from_us(requested_us),
+            )
+            rows.append(
+                OutboxRow(
+                    key,
+                    o.key,
+                    self._topics.notifications_requested,
+                    o.key,
+                    note.model_dump_json().encode(),
+                )
+            )
+        return rows
+
+    # --- periodic work -----------------------------------------------------------------
+
+    async def refresh(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Reload the triggers and sensors; audit changes; forget removed triggers."""
+        before = self.directory if self.directory.versions else None
+        after = await load_directory(conn)
+        written = await audit_changes(conn, before, after, self._audited)
+        async with self._lock:
+            self.directory = after
+            removed = set(before.triggers) - set(after.triggers) if before else set()
+            transitions: list[Transition] = []
+            for trigger_id in removed:
+                transitions.extend(self.evaluator.forget_trigger(trigger_id))
+            if transitions and self._store is not None:
+                await self._apply(transitions, {})
+        self.metrics.active.set(len(after.triggers))
+        self.metrics.rejected.set(len(after.rejected))
+        if written or removed:
+            log.info(
+                "triggers reloaded",
+                active=len(after.triggers),
+                rejected=len(after.rejected),
+                sensors=len(after.by_sensor),
+                audited=written,
+                removed=len(removed),
+            )
+
+    async def _refresh_loop(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        while True:
+            await asyncio.sleep(self.settings.triggers.refresh_seconds)
+            try:
+                await self.refresh(conn)
+            except psycopg.Error as exc:
+                log.warning("trigger reload failed; keeping the last list", error=str(exc))
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.triggers.tick_seconds)
+            async with self._lock:
+                now_us = _now_us()
+                transitions = self.evaluator.tick(
+                    now_us, self.directory.triggers, self.directory.sensors
+                )
+                for incident, trigger_id, sensor_id, at in await self.store.resolved_since(
+                    self._resolved_watermark
+                ):
+                    self._resolved_watermark = max(self._resolved_watermark, at)
+                    if self.evaluator.open_incident(trigger_id, sensor_id) == incident:
+                        found = self.evaluator.resolve(trigger_id, sensor_id, now_us)
+                        if found is not None:
+                            transitions.append(found)
+                await self._apply(transitions, {})
+                cutoff = dt.datetime.now(dt.UTC) - _RETRY_AFTER
+                await self._send(await self.store.unsent(cutoff))
+                if (
+                    time.monotonic() - self._last_checkpoint
+                    >= self.settings.triggers.checkpoint_seconds
+                ):
+                    await self._checkpoint()
+
+    async def _outcomes(self, consumer: AIOKafkaConsumer, store: TriggerStore) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        outcome = WorkOrderOutcome.model_validate_json(record.value or b"")
+                    except ValidationError as exc:
+                        await self._deadletters([self._letter(record, str(exc.errors()[0]["msg"]))])
+                        continue
+                    applied = await store.record_outcome(outcome)
+                    self.metrics.outcomes.labels(outcome.outcome).inc()
+                    log.info(
+                        "work-order outcome",
+                        incident=str(outcome.idempotency_key),
+                        outcome=outcome.outcome,
+                        known=applied is not None,
+                    )
+            if batches:
+                await consumer.commit()
+
+
+def _schema_of(topic: str, workorders: str) -> bytes:
+    return WORKORDER_SCHEMA if topic == workorders else NOTIFICATION_SCHEMA
