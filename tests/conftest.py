@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fix_ingest",
     "tests.fix_mosquitto",
     "tests.fix_stream",
+    "tests.fix_pipeline",
 ]
 
 

@@ -187,9 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     triggers.set_defaults(handler=_triggers)
 
-    for name, issue, text in (
-        ("demo", 6, "run the whole pipeline end to end with a live view"),
-    ):
+    for name, issue, text in (("demo", 6, "run the whole pipeline end to end with a live view"),):
         cmd = sub.add_parser(name, help=f"{text} (issue #{issue})")
         cmd.set_defaults(handler=_not_yet(issue, name))
     return parser

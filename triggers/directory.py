@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import psycopg
 import structlog
@@ -179,6 +179,9 @@ async def load_directory(conn: psycopg.AsyncConnection[Any]) -> Directory:
     return directory
 
 
+_AuditRow: TypeAlias = tuple[str, str, str, str, bool, str | None, dict[str, object], int]
+
+
 def _version(updated_at: dt.datetime) -> str:
     return updated_at.isoformat()
 
@@ -195,7 +198,7 @@ async def audit_changes(
     so a steady configuration costs no query; the INSERT skips versions another
     process already audited.
     """
-    rows: list[tuple[str, str, str, str, bool, str | None, dict[str, object], int]] = []
+    rows: list[_AuditRow] = []
     for trigger_id, version in after.versions.items():
         rejection = after.rejected.get(trigger_id)
         action = "trigger_rejected" if rejection else "trigger_active"
@@ -209,7 +212,10 @@ async def audit_changes(
                 trigger_id=trigger_id,
                 reason=rejection.reason,
             )
-            data = {"version": version, "trigger_number": rejection.trigger_number}
+            data: dict[str, object] = {
+                "version": version,
+                "trigger_number": rejection.trigger_number,
+            }
             rows.append(
                 (
                     rejection.company_id,
@@ -233,8 +239,8 @@ async def audit_changes(
             rows.append((spec.company_id, "info", trigger_id, action, True, None, data, 0))
     if before is not None:
         for trigger_id in before.versions.keys() - after.versions.keys():
-            spec = before.triggers.get(trigger_id)
-            company = spec.company_id if spec else before.rejected[trigger_id].company_id
+            gone = before.triggers.get(trigger_id)
+            company = gone.company_id if gone else before.rejected[trigger_id].company_id
             version = before.versions[trigger_id]
             if (trigger_id, version, "trigger_inactive") in audited:
                 continue

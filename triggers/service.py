@@ -48,22 +48,18 @@ from tmiot.events import (
     WORKORDER_SCHEMA,
     DeadLetter,
     DeadLetterReason,
-    EvidenceItem,
-    ForecastItem,
-    NotificationRequested,
     ScoredBatch,
     WorkOrderOutcome,
-    WorkOrderRequested,
     from_us,
     payload_text,
 )
 from tmiot.kafka import client_options, ensure_topics, producer
+from triggers.actions import incident_events
 from triggers.directory import Directory, audit_changes, load_directory
 from triggers.evaluator import Evaluator
 from triggers.metrics import TriggerMetrics
 from triggers.model import Cleared, Opened, ScoredReading, Transition, TriggerSpec
-from triggers.store import OutboxRow, TriggerStore, prediction_id
-from triggers.templates import TemplateRejected, render
+from triggers.store import OutboxRow, TriggerStore
 
 __all__ = ["TriggerService"]
 
@@ -354,7 +350,12 @@ class TriggerService:
         opened = [t for t in transitions if isinstance(t, Opened)]
         cleared = [t for t in transitions if isinstance(t, Cleared)]
         requested_us = _now_us()
-        outbox = [row for o in opened if not o.historical for row in self._events(o, requested_us)]
+        outbox = [
+            row
+            for o in opened
+            if not o.historical
+            for row in incident_events(o, self.directory, self._topics, requested_us)
+        ]
         companies = {
             o.trigger_id: self._trigger(o.trigger_id).company_id
             for o in opened
@@ -396,121 +397,6 @@ class TriggerService:
 
     def _trigger(self, trigger_id: str) -> TriggerSpec:
         return self.directory.triggers[trigger_id]
-
-    def _events(self, o: Opened, requested_us: int) -> list[OutboxRow]:
-        """The work-order request and notifications of a live incident."""
-        trigger = self.directory.triggers.get(o.trigger_id)
-        sensor = self.directory.sensors.get(o.sensor_id)
-        if trigger is None or sensor is None:
-            return []
-        rows: list[OutboxRow] = []
-        last = o.evidence[-1] if o.evidence else None
-        if trigger.auto_create_work_order:
-            forecast = None
-            if o.forecast is not None:
-                f = o.forecast
-                forecast = ForecastItem(
-                    prediction_id=uuid.UUID(prediction_id(o.key)),
-                    predicted_crossing_at=from_us(f.crossing_us),
-                    threshold=f.threshold,
-                    slope_per_hour=f.slope_per_hour,
-                    confidence_score=f.confidence,
-                    severity=f.severity,
-                    recommended_action=f.recommended_action,
-                )
-            event = WorkOrderRequested(
-                idempotency_key=uuid.UUID(o.key),
-                incident_id=uuid.UUID(o.key),
-                company_id=uuid.UUID(trigger.company_id),
-                customer_equipment_id=uuid.UUID(sensor.customer_equipment_id),
-                sensor_id=uuid.UUID(sensor.sensor_id),
-                trigger_id=uuid.UUID(trigger.trigger_id),
-                trigger_number=trigger.trigger_number,
-                work_order_template_id=(
-                    uuid.UUID(trigger.work_order_template_id)
-                    if trigger.work_order_template_id
-                    else None
-                ),
-                priority_level=trigger.priority_level,
-                title=f"{trigger.trigger_name}: {sensor.sensor_number}"[:200],
-                description=(
-                    f"{o.summary} on sensor {sensor.sensor_number} ({sensor.sensor_type})"
-                    f" of {sensor.equipment_name or 'equipment'}; trigger {trigger.trigger_number}."
-                ),
-                opened_at=from_us(o.opened_us),
-                requested_at=from_us(requested_us),
-                evidence=[
-                    EvidenceItem(
-                        sensor_id=uuid.UUID(e.sensor_id),
-                        reading_timestamp=from_us(e.ts_us),
-                        value=e.value,
-                        anomaly_score=e.anomaly_score,
-                        anomaly_type=e.anomaly_type,
-                    )
-                    for e in o.evidence
-                ],
-                forecast=forecast,
-            )
-            rows.append(
-                OutboxRow(
-                    o.key,
-                    o.key,
-                    self._topics.workorders_requested,
-                    o.key,
-                    event.model_dump_json().encode(),
-                )
-            )
-        fields: dict[str, str | int | float | None] = {
-            "trigger_name": trigger.trigger_name,
-            "trigger_number": trigger.trigger_number,
-            "sensor_number": sensor.sensor_number,
-            "sensor_type": sensor.sensor_type,
-            "equipment_name": sensor.equipment_name,
-            "value": last.value if last else None,
-            "unit": sensor.unit,
-            "anomaly_score": last.anomaly_score if last else None,
-            "anomaly_type": last.anomaly_type if last else None,
-            "opened_at": from_us(o.opened_us).isoformat(),
-            "priority_level": trigger.priority_level,
-            "summary": o.summary,
-        }
-        for audience, wanted in (
-            ("customer", trigger.notify_customer),
-            ("technician", trigger.notify_technician),
-        ):
-            if not wanted:
-                continue
-            try:
-                message = render(trigger.notification_template, fields)
-            except TemplateRejected as exc:
-                log.warning(
-                    "template failed; default used",
-                    trigger=trigger.trigger_number,
-                    reason=exc.reason,
-                )
-                message = render(None, fields)
-            key = str(uuid.uuid5(_NOTIFY_NS, f"{o.key}/{audience}"))
-            note = NotificationRequested(
-                idempotency_key=uuid.UUID(key),
-                incident_id=uuid.UUID(o.key),
-                company_id=uuid.UUID(trigger.company_id),
-                customer_equipment_id=uuid.UUID(sensor.customer_equipment_id),
-                sensor_id=uuid.UUID(sensor.sensor_id),
-                trigger_id=uuid.UUID(trigger.trigger_id),
-                audience=audience,  # type: ignore[arg-type]
-                message=message,
-                requested_at=from_us(requested_us),
-            )
-            rows.append(
-                OutboxRow(
-                    key,
-                    o.key,
-                    self._topics.notifications_requested,
-                    o.key,
-                    note.model_dump_json().encode(),
-                )
-            )
-        return rows
 
     # --- periodic work -----------------------------------------------------------------
 
