@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -94,10 +94,16 @@ class StreamWorker:
         self._next_offset: dict[int, int] = {}  # after the last record handled
         self._floor: dict[int, int] = {}  # the restored checkpoint's offset
         self._pending = _Pending()
-        self._last_checkpoint = time.monotonic()
+        self._checkpointed_at: dict[int, float] = {}
         self._last_flush = time.monotonic()
         self._lock = asyncio.Lock()
         self._sink: ReadingsSink | None = None
+        # Bookkeeping (checkpoints, last_reading_at, battery) is written by one background
+        # task on a connection of its own, so scoring never waits for it; a bounded queue
+        # keeps it from falling behind unnoticed (a full queue waits, i.e. backpressure).
+        self._side: ReadingsSink | None = None
+        self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(maxsize=4)
+        self._writer: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._opening = asyncio.Lock()
@@ -124,6 +130,9 @@ class StreamWorker:
                     ],
                 )
                 self._sink = await stack.enter_async_context(ReadingsSink(self.settings.database))
+                self._side = await stack.enter_async_context(ReadingsSink(self.settings.database))
+                self._writer = asyncio.create_task(self._write_jobs(), name="stream-bookkeeping")
+                stack.push_async_callback(self._stop_writer)
                 self._producer = await stack.enter_async_context(
                     producer(kafka, client_id=f"{self._group}-out")
                 )
@@ -144,6 +153,29 @@ class StreamWorker:
             self.ready.clear()
             await stack.aclose()
             self._sink = self._producer = None
+
+    async def _write_jobs(self) -> None:
+        while True:
+            job = await self._jobs.get()
+            try:
+                await job()
+            except Exception:
+                log.exception("bookkeeping write failed")
+            finally:
+                self._jobs.task_done()
+
+    async def _stop_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+
+    @property
+    def side(self) -> ReadingsSink:
+        """The bookkeeping connection (once open)."""
+        assert self._side is not None  # noqa: S101 - agents wait for `ready`
+        return self._side
 
     @property
     def sink(self) -> ReadingsSink:
@@ -318,31 +350,66 @@ class StreamWorker:
     # --- periodic work -----------------------------------------------------------------
 
     async def _maybe_checkpoint(self, *, force: bool) -> None:
-        due = time.monotonic() - self._last_checkpoint >= self.settings.stream.checkpoint_seconds
-        if not (force or due):
+        """Checkpoint changed detector states with their partition's next offset.
+
+        Normally one partition at a time, the most overdue, written in the
+        background: serialising 100,000 states at once would stall scoring for
+        half a second. ``force`` (revocation, shutdown) waits for queued writes,
+        then saves every partition before returning.
+        """
+        if force:
+            await self._jobs.join()
+            for partition in self.scorer.dirty_partitions():
+                if partition in self._next_offset:
+                    await self._save(partition, self.sink)
             return
-        for partition in self.scorer.dirty_partitions():
-            if partition not in self._next_offset:
-                continue
-            states = self.scorer.take_dirty(partition)
-            await self.sink.save_checkpoint(
-                self._group,
-                self._topics.readings_raw,
-                partition,
-                self._next_offset[partition],
-                states,
+        now = time.monotonic()
+        every = self.settings.stream.checkpoint_seconds
+        due = [
+            p
+            for p in self.scorer.dirty_partitions()
+            if p in self._next_offset and now - self._checkpointed_at.get(p, 0.0) >= every
+        ]
+        if not due or self._jobs.full():
+            return
+        partition = min(due, key=lambda p: self._checkpointed_at.get(p, 0.0))
+        states = self.scorer.take_dirty(partition)
+        offset = self._next_offset[partition]
+        self._checkpointed_at[partition] = now
+
+        async def save() -> None:
+            await self.side.save_checkpoint(
+                self._group, self._topics.readings_raw, partition, offset, states
             )
             self.metrics.checkpointed.inc(len(states))
-        self._last_checkpoint = time.monotonic()
+
+        await self._jobs.put(save)
+
+    async def _save(self, partition: int, sink: ReadingsSink) -> None:
+        states = self.scorer.take_dirty(partition)
+        await sink.save_checkpoint(
+            self._group, self._topics.readings_raw, partition, self._next_offset[partition], states
+        )
+        self._checkpointed_at[partition] = time.monotonic()
+        self.metrics.checkpointed.inc(len(states))
 
     async def _maybe_flush(self, *, force: bool = False) -> None:
+        """last_reading_at and battery levels, in the background unless `force`."""
         due = time.monotonic() - self._last_flush >= self.settings.stream.sensor_flush_seconds
         if not (force or due):
             return
         pending, self._pending = self._pending, _Pending()
-        await self.sink.touch(pending.last_seen)
-        await self.sink.battery(pending.battery)
         self._last_flush = time.monotonic()
+
+        async def flush(sink: ReadingsSink) -> None:
+            await sink.touch(pending.last_seen)
+            await sink.battery(pending.battery)
+
+        if force:
+            await self._jobs.join()
+            await flush(self.sink)
+        else:
+            await self._jobs.put(lambda: flush(self.side))
 
     async def tick(self) -> None:
         """Timer body: find silent sensors, flush bookkeeping, checkpoint when due."""
