@@ -42,9 +42,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from pydantic_core import to_json
 
-from tmiot.config import DatabaseSettings, LogSettings, Settings
+from tmiot.config import DatabaseSettings, KafkaSettings, LogSettings, Settings
 from tmiot.db import apply_schema, conninfo, create_database_if_missing
 from tmiot.events import SCORED_BATCH, ScoredBatch
+from tmiot.kafka import ensure_topics
 from tmiot.logs import configure_logging
 from tmiot.services import free_port, kafka_problem, start_tansu, stop_pid
 from triggers.conditions import parse_condition
@@ -278,6 +279,22 @@ async def _pipeline(  # noqa: C901, PLR0915 - one linear scenario, read top to b
     try:
         while await kafka_problem(bootstrap) is not None:  # noqa: ASYNC110 - a probe, no event
             await asyncio.sleep(0.2)
+        # Topics first, with their partitions: a consumer that came first would
+        # auto-create one with the broker's default instead.
+        kafka_settings = KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS)
+        t = kafka_settings.topics
+        await ensure_topics(
+            kafka_settings,
+            [
+                t.readings_raw,
+                t.readings_scored,
+                t.readings_deadletter,
+                t.sensor_status,
+                t.workorders_requested,
+                t.workorders_outcomes,
+                t.notifications_requested,
+            ],
+        )
         companies, devices, watched = _register(db, args.sensors, args.triggers)
         suffix = uuid.uuid4().hex[:6]
         env = _env(db, bootstrap, args.mqtt_port, suffix)

@@ -104,6 +104,7 @@ class StreamWorker:
         self._side: ReadingsSink | None = None
         self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(maxsize=4)
         self._writer: asyncio.Task[None] | None = None
+        self._scored_count: int | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._opening = asyncio.Lock()
@@ -328,11 +329,30 @@ class StreamWorker:
         if scored.back_online:
             log.info("sensors back online", sensors=len(scored.back_online))
 
+    async def _scored_partition(self, partition: int) -> int:
+        """The scored topic's partition for a raw partition: the same one when it exists.
+
+        A scored topic created with fewer partitions (by hand, or auto-created by a
+        consumer that came first) still gets every sensor on one fixed partition
+        (``partition % n``), with a warning, rather than a crashed agent.
+        """
+        if self._scored_count is None:
+            found = await self.kafka.partitions_for(self._topics.readings_scored)
+            self._scored_count = len(found or ()) or 1
+            if self._scored_count < self.settings.kafka.partitions:
+                log.warning(
+                    "scored topic has fewer partitions than configured; folding",
+                    topic=self._topics.readings_scored,
+                    partitions=self._scored_count,
+                    configured=self.settings.kafka.partitions,
+                )
+        return partition % self._scored_count
+
     async def _publish(self, partition: int, batch: ScoredBatch) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = await self.kafka.send(
             self._topics.readings_scored,
             to_json(batch),
-            partition=partition,
+            partition=await self._scored_partition(partition),
             headers=[(SCHEMA_HEADER, SCORED_SCHEMA)],
         )
         return fut
@@ -451,7 +471,7 @@ class StreamWorker:
         fut: asyncio.Future[Any] = await self.kafka.send(
             self._topics.readings_scored,
             to_json(batch),
-            partition=silent[0].partition,
+            partition=await self._scored_partition(silent[0].partition),
             headers=[(SCHEMA_HEADER, SCORED_SCHEMA)],
         )
         return fut
@@ -518,6 +538,20 @@ def _letter(reason: DeadLetterReason, detail: str, source: str, value: bytes | N
     )
 
 
+async def _handle_or_crash(
+    app: faust.App, worker: StreamWorker, events: Sequence[faust.types.EventT[Any]]
+) -> None:
+    try:
+        await worker.handle(events)
+    except Exception as exc:
+        # A crashed Faust agent would leave its partitions stalled while the process
+        # lives on: stop the worker instead, so that its supervisor restarts it from
+        # the committed offsets (nothing acked is lost).
+        log.exception("scoring failed; stopping the worker")
+        await app.crash(exc)
+        raise
+
+
 def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
     """The Faust app: agents over the raw readings and status topics, a timer."""
     kafka = settings.kafka
@@ -552,7 +586,7 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
             stream.buffer_records, within=stream.buffer_seconds
         )
         async for events in buffers:
-            await worker.handle(events)
+            await _handle_or_crash(app, worker, events)
 
     @app.agent(status)
     async def statuses(values: faust.StreamT[bytes]) -> None:
