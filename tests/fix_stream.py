@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ingest.sensors import partition_for
 from tmiot.config import DatabaseSettings, KafkaSettings
@@ -34,6 +35,11 @@ class StreamRig:
     logs: Path
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def group(self) -> str:
+        """The workers' Faust app id: their consumer group."""
+        return f"stream-{self.suffix}"
 
     @property
     def raw(self) -> str:
@@ -57,7 +63,7 @@ class StreamRig:
             "TMIOT_KAFKA__TOPICS__READINGS_SCORED": self.scored,
             "TMIOT_KAFKA__TOPICS__READINGS_DEADLETTER": self.deadletter,
             "TMIOT_KAFKA__TOPICS__SENSOR_STATUS": f"status.{self.suffix}",
-            "TMIOT_STREAM__APP_ID": f"stream-{self.suffix}",
+            "TMIOT_STREAM__APP_ID": self.group,
             "TMIOT_STREAM__SESSION_TIMEOUT_SECONDS": "6",
             "TMIOT_STREAM__CHECKPOINT_SECONDS": "1",
             "TMIOT_STREAM__SENSOR_FLUSH_SECONDS": "0.5",
@@ -86,6 +92,46 @@ class StreamRig:
             f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
             for p in sorted(self.logs.glob("stream-*.log"))
         )
+
+    def events(self, n: int) -> list[dict[str, object]]:
+        """The JSON log lines of worker `n`, in order (other output skipped)."""
+        path = self.logs / f"stream-{n}.log"
+        out = []
+        for line in path.read_text(errors="replace").splitlines():
+            # Faust's spinner may leave a terminal escape in front of a line.
+            start = line.find("{")
+            if start < 0:
+                continue
+            try:
+                event = json.loads(line[start:])
+            except ValueError:
+                continue  # a line cut by the process being killed
+            if isinstance(event, dict):
+                out.append(event)
+        return out
+
+    def held(self, n: int) -> set[int]:
+        """Partitions worker `n` holds by its log: restored and not released since."""
+        mine: set[int] = set()
+        for event in self.events(n):
+            partition = event.get("partition")
+            if not isinstance(partition, int):
+                continue
+            if event.get("event") == "partition restored":
+                mine.add(partition)
+            elif event.get("event") == "partition released":
+                mine.discard(partition)
+        return mine
+
+    def checkpoints(self) -> dict[int, int]:
+        """Checkpointed next offset per raw partition of this test's consumer group."""
+        with psycopg.connect(conninfo(self.db)) as conn:
+            found = conn.execute(
+                "SELECT kafka_partition, next_offset FROM stream_checkpoints"
+                " WHERE consumer_group = %s AND topic = %s",
+                (self.group, self.raw),
+            ).fetchall()
+        return {int(p): int(o) for p, o in found}
 
     def rows(self) -> int:
         with psycopg.connect(conninfo(self.db)) as conn:
@@ -160,6 +206,18 @@ async def produce_raw(
                 )
     finally:
         await producer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The next offset of each of the topic's partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {tp.partition: int(offset) for tp, offset in ends.items()}
 
 
 async def produce_bytes(bootstrap: str, topic: str, partition: int, value: bytes) -> None:

@@ -9,6 +9,7 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -16,8 +17,8 @@ import pytest
 from ingest.sensors import partition_for
 from stream.detectors import SensorDetector
 from tests.fix_ingest import Record, consume_until, register_tenant
-from tests.fix_stream import PARTITIONS, StreamRig, produce_bytes, produce_raw
-from tmiot.config import DetectorSettings
+from tests.fix_stream import PARTITIONS, StreamRig, end_offsets, produce_bytes, produce_raw
+from tmiot.config import DatabaseSettings, DetectorSettings
 from tmiot.db import conninfo
 from tmiot.events import SCORED_BATCH, DeadLetter
 
@@ -180,3 +181,160 @@ async def test_silent_sensor_goes_offline_and_back(stream_rig: StreamRig) -> Non
         ).fetchone()
     assert row is not None
     assert row[0] == dt.datetime.fromtimestamp(back / 1e6, dt.UTC)
+
+
+def _spread(db: DatabaseSettings, per_partition: int) -> tuple[str, dict[int, list[str]]]:
+    """A tenant with `per_partition` sensors on each raw partition (ids are random UUIDs)."""
+    for attempt in range(5):
+        devices = [f"t{attempt}-{i}" for i in range(10 * PARTITIONS)]
+        tenant = register_tenant(db, f"T{attempt}", devices)
+        by_partition: dict[int, list[str]] = defaultdict(list)
+        for sensor in tenant.sensors.values():
+            by_partition[partition_for(sensor, PARTITIONS)].append(sensor)
+        if all(len(by_partition[p]) >= per_partition for p in range(PARTITIONS)):
+            return tenant.company_id, {
+                p: by_partition[p][:per_partition] for p in range(PARTITIONS)
+            }
+    pytest.fail(f"no tenant of {10 * PARTITIONS} sensors covered every partition")
+
+
+async def _wait(what: str, rig: StreamRig, ready: Callable[[], bool], deadline_s: float) -> None:
+    """Poll `ready` until it holds; fail with the workers' logs at the deadline."""
+    end = time.monotonic() + deadline_s
+    while not ready():
+        if time.monotonic() > end:
+            pytest.fail(f"{what}: not within {deadline_s} s\n{rig.log_tail()}")
+        await asyncio.sleep(0.2)
+
+
+def _reference(rows: list[tuple[str, int, float]]) -> dict[tuple[str, int], float]:
+    """Scores of `rows` through one uninterrupted detector per sensor, in order."""
+    settings = DetectorSettings()
+    detectors: dict[str, SensorDetector] = defaultdict(lambda: SensorDetector(settings))
+    return {(s, t): detectors[s].update(t // 1000, v).score for s, t, v in rows}
+
+
+@dataclass
+class _Feed:
+    """A sensor series produced in time steps (all sensors' readings of a minute)."""
+
+    rig: StreamRig
+    company: str
+    sensors: list[str]
+    series: list[tuple[str, int, float]]
+    steps: int = 0  # produced so far
+
+    async def produce(self, steps: int) -> None:
+        n = len(self.sensors)
+        chunk = self.series[self.steps * n : (self.steps + steps) * n]
+        await produce_raw(self.rig.bootstrap, self.rig.raw, self.company, chunk, 20)
+        self.steps += steps
+
+    def rows(self, last_steps: int | None = None) -> list[tuple[str, int, float]]:
+        """The readings produced so far (or in the last `last_steps` steps)."""
+        n = len(self.sensors)
+        first = 0 if last_steps is None else self.steps - last_steps
+        return self.series[first * n : self.steps * n]
+
+    def written(self) -> bool:
+        return self.rig.rows() >= self.steps * len(self.sensors)
+
+
+def _stored(db: DatabaseSettings) -> list[tuple[tuple[str, int], float]]:
+    """(sensor_id, ts_us) and anomaly_score of every row of sensor_readings."""
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    with psycopg.connect(conninfo(db)) as conn:
+        found = conn.execute(
+            "SELECT sensor_id::text, reading_timestamp, anomaly_score FROM sensor_readings"
+        ).fetchall()
+    return [((s, (t - epoch) // dt.timedelta(microseconds=1)), float(a)) for s, t, a in found]
+
+
+def _published(records: list[Record]) -> dict[tuple[str, int], set[float]]:
+    """Every score published per (sensor, ts_us): a re-scored reading shows twice."""
+    out: dict[tuple[str, int], set[float]] = defaultdict(set)
+    for rec in records:
+        batch = SCORED_BATCH.validate_json(rec.value)
+        for s, t, v, score in zip(
+            batch["sensor_id"], batch["ts_us"], batch["value"], batch["anomaly_score"], strict=True
+        ):
+            if v is not None:
+                out[(s, t)].add(score)
+    return out
+
+
+async def test_two_workers_share_partitions_and_one_takes_over(stream_rig: StreamRig) -> None:
+    rig = stream_rig
+    company, by_partition = _spread(rig.db, 3)
+    sensors = [s for p in range(PARTITIONS) for s in by_partition[p]]
+    start = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).timestamp()) * 1_000_000
+    feed = _Feed(rig, company, sensors, _series(sensors, start, 2000))
+
+    # Both workers join the group; records keep coming (a worker logs a partition as
+    # restored when its first record arrives) until each one holds some partitions.
+    victim, survivor = rig.start(), rig.start()
+    await feed.produce(100)
+    end = time.monotonic() + 40
+    while not (rig.held(0) and rig.held(1)):
+        if time.monotonic() > end:
+            pytest.fail(f"the workers did not share the partitions\n{rig.log_tail()}")
+        await asyncio.sleep(0.5)
+        if feed.written():
+            await feed.produce(10)
+    await _wait("rows before the kill", rig, feed.written, 20)
+    lost, kept = rig.held(0), rig.held(1)
+    assert lost | kept == set(range(PARTITIONS))
+    assert not lost & kept
+
+    # The victim checkpoints its models, then writes more rows and is killed as soon
+    # as they are in, before (most runs) the next commit and checkpoint: the survivor
+    # must resume its partitions from the checkpointed states, re-scoring or replaying
+    # what followed the checkpoint.
+    ends = await end_offsets(rig.bootstrap, rig.raw)
+    await _wait(
+        "the victim's checkpoints",
+        rig,
+        lambda: all(rig.checkpoints().get(p, -1) >= ends[p] for p in lost),
+        10,
+    )
+    await feed.produce(100)
+    await _wait("rows of the victim's last minutes", rig, feed.written, 20)
+    assert rig.held(0) == lost, "a rebalance moved partitions before the kill"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    before_kill = len(rig.events(1))
+    await feed.produce(100)
+    await _wait("rows after the takeover", rig, feed.written, 40)
+    assert survivor.poll() is None
+
+    # The survivor restored the dead worker's partitions from their checkpoints ...
+    taken = {
+        e["partition"]: e
+        for e in rig.events(1)[before_kill:]
+        if e.get("event") == "partition restored" and e.get("partition") in lost
+    }
+    assert set(taken) == lost, rig.log_tail()
+    assert all(e["checkpoint"] is not None and e["sensors"] == 3 for e in taken.values())
+
+    # ... every reading is stored once ...
+    rows = feed.rows()
+    stored = _stored(rig.db)
+    keys = [k for k, _ in stored]
+    assert len(keys) == len(set(keys)) == len(rows)
+    assert set(keys) == {(s, t) for s, t, _ in rows}
+
+    # ... and scored by models that continued the same state: the stored scores and
+    # every score published (the survivor re-scores the victim's uncommitted records)
+    # are those of one uninterrupted detector per sensor, not a cold model's.
+    expected = _reference(rows)
+    off = sorted(k for k, score in stored if score != expected[k])
+    assert not off, f"{len(off)} stored scores are not the uninterrupted state's, e.g. {off[:3]}"
+    published = _published(await consume_until(rig.bootstrap, rig.scored, _count_scored(len(rows))))
+    off = sorted(k for k, score in expected.items() if published[k] != {score})
+    assert not off, f"{len(off)} published scores are not the uninterrupted state's: {off[:3]}"
+    moved = {s for p in lost for s in by_partition[p]}
+    after = [(s, t) for s, t, _ in feed.rows(100) if s in moved]
+    cold = _reference([r for r in feed.rows(100) if r[0] in moved])
+    warm_up = after[: DetectorSettings().warmup_readings * len(moved)]
+    assert all(cold[k] == 0.0 for k in warm_up), "the cold model's warm-up scores 0"
+    assert [expected[k] for k in warm_up] != [cold[k] for k in warm_up], "test cannot tell cold"
