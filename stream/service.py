@@ -78,6 +78,40 @@ class _Pending:
     battery: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Progress:
+    """Throughput since the last progress line (logged every 10 s, not per reading)."""
+
+    records: int = 0
+    readings: int = 0
+    buffers: int = 0
+    busy: float = 0.0
+    since: float = field(default_factory=time.monotonic)
+
+    def note(self, records: int, readings: int, seconds: float) -> None:
+        self.records += records
+        self.readings += readings
+        self.buffers += 1
+        self.busy += seconds
+
+    def maybe_log(self, sensors: int, queued_writes: int) -> None:
+        elapsed = time.monotonic() - self.since
+        if elapsed < 10.0:  # noqa: PLR2004 - the progress period
+            return
+        log.info(
+            "stream progress",
+            readings_per_s=round(self.readings / elapsed),
+            records_per_s=round(self.records / elapsed),
+            buffers=self.buffers,
+            busy_share=round(self.busy / elapsed, 2),
+            sensors=sensors,
+            queued_writes=queued_writes,
+        )
+        self.records = self.readings = self.buffers = 0
+        self.busy = 0.0
+        self.since = time.monotonic()
+
+
 class StreamWorker:
     """Everything one worker process holds; the Faust agents call into it."""
 
@@ -105,6 +139,7 @@ class StreamWorker:
         self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(maxsize=4)
         self._writer: asyncio.Task[None] | None = None
         self._scored_count: int | None = None
+        self._progress = _Progress()
         self._producer: AIOKafkaProducer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._opening = asyncio.Lock()
@@ -220,7 +255,9 @@ class StreamWorker:
                 self._next_offset[tp] = max(self._next_offset.get(tp, 0), offset + 1)
             await self._maybe_checkpoint(force=False)
             await self._maybe_flush()
-        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        spent = time.monotonic() - started
+        self.metrics.batch_seconds.observe(spent)
+        self._progress.note(len(events), sum(len(r.batch["sensor_id"]) for r in records), spent)
 
     def _decode(
         self, partition: int, offset: int, value: bytes | None, letters: list[DeadLetter]
@@ -418,6 +455,8 @@ class StreamWorker:
         due = time.monotonic() - self._last_flush >= self.settings.stream.sensor_flush_seconds
         if not (force or due):
             return
+        if not force and self._jobs.full():
+            return  # the writer is behind: keep collecting, try on the next call
         pending, self._pending = self._pending, _Pending()
         self._last_flush = time.monotonic()
 
@@ -448,6 +487,7 @@ class StreamWorker:
             await self._maybe_flush()
             await self._maybe_checkpoint(force=False)
             self.metrics.sensors.set(len(self.scorer))
+        self._progress.maybe_log(len(self.scorer), self._jobs.qsize())
 
     async def _publish_missing(self, silent: list[Silence]) -> asyncio.Future[Any]:
         """One scored record of `missing` rows, on the sensors' own partition."""

@@ -45,8 +45,8 @@ SELECT u.sensor_id, 'epoch'::timestamptz + u.ts_us * interval '1 microsecond', u
        u.quality, u.temperature, u.humidity, u.weather, u.is_anomaly, u.score, u.kind,
        true, now()
 FROM unnest(
-    %s::uuid[], %s::bigint[], %s::float8[], %s::text[], %s::float8[], %s::float8[],
-    %s::float8[], %s::text[], %s::bool[], %s::float8[], %s::anomaly_type[]
+    %b::uuid[], %b::bigint[], %b::float8[], %b::text[], %b::float8[], %b::float8[],
+    %b::float8[], %b::text[], %b::bool[], %b::float8[], %b::anomaly_type[]
 ) AS u(sensor_id, ts_us, value, unit, quality, temperature, humidity, weather,
        is_anomaly, score, kind)
 JOIN equipment_sensors AS s ON s.id = u.sensor_id
@@ -58,32 +58,32 @@ UPDATE equipment_sensors AS s
 SET last_reading_at = greatest(s.last_reading_at,
                                'epoch'::timestamptz + u.ts_us * interval '1 microsecond'),
     status = CASE WHEN s.status = 'offline' THEN 'active'::sensor_status ELSE s.status END
-FROM unnest(%s::uuid[], %s::bigint[]) AS u(id, ts_us)
+FROM unnest(%b::uuid[], %b::bigint[]) AS u(id, ts_us)
 WHERE s.id = u.id
 """
 
 _BATTERY: Final = """
 UPDATE equipment_sensors AS s
 SET battery_level_percent = u.level
-FROM unnest(%s::uuid[], %s::int[]) AS u(id, level)
+FROM unnest(%b::uuid[], %b::int[]) AS u(id, level)
 WHERE s.id = u.id AND s.battery_level_percent IS DISTINCT FROM u.level
 """
 
 _OFFLINE: Final = """
 UPDATE equipment_sensors SET status = 'offline'
-WHERE id = ANY(%s::uuid[]) AND status = 'active'
+WHERE id = ANY(%b::uuid[]) AND status = 'active'
 """
 
 _META: Final = """
 SELECT id::text, alert_threshold_min::float8, alert_threshold_max::float8,
        sampling_interval_seconds, status = 'maintenance'
-FROM equipment_sensors WHERE id = ANY(%s::uuid[])
+FROM equipment_sensors WHERE id = ANY(%b::uuid[])
 """
 
 _SAVE_STATES: Final = """
 INSERT INTO stream_model_states (consumer_group, sensor_id, kafka_partition, state, updated_at)
 SELECT %s, u.sensor_id, %s, u.state, now()
-FROM unnest(%s::uuid[], %s::bytea[]) AS u(sensor_id, state)
+FROM unnest(%b::uuid[], %b::bytea[]) AS u(sensor_id, state)
 ON CONFLICT (consumer_group, sensor_id) DO UPDATE
 SET kafka_partition = excluded.kafka_partition, state = excluded.state,
     updated_at = excluded.updated_at

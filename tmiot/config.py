@@ -225,12 +225,17 @@ class StreamSettings(_Group):
 
     app_id: str = "tmiot-stream"  # Faust app id: the consumer group
     # Records handed to the scoring body at once, or what arrived within buffer_seconds.
-    buffer_records: Annotated[int, Field(ge=1, le=100_000)] = 200
+    # Each buffer costs a few database and Kafka round trips whatever its size, so a
+    # quiet fleet's small records (a few readings each) need many per buffer.
+    buffer_records: Annotated[int, Field(ge=1, le=100_000)] = 2000
     buffer_seconds: Annotated[float, Field(gt=0, le=60)] = 0.2
-    # Save changed detector states this often; a restart replays at most this much.
-    checkpoint_seconds: Annotated[float, Field(gt=0)] = 10.0
-    # last_reading_at, status back to active and battery levels are written this often.
-    sensor_flush_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Save each partition's changed detector states this often (one partition at a time,
+    # in the background); a restart replays at most this much of a partition.
+    checkpoint_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # last_reading_at, status back to active and battery levels are written this often
+    # (each sensor seen since the last flush is one row update: at 100,000 sensors this
+    # is most of the database's work after the inserts, so not too often).
+    sensor_flush_seconds: Annotated[float, Field(gt=0)] = 60.0
     # Kafka offsets of processed records are committed this often (Faust).
     commit_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     # The silence (missing) check and bookkeeping timer.
@@ -244,8 +249,10 @@ class TriggersSettings(_Group):
     """The trigger service: consumer group, freshness of the trigger list, event time."""
 
     group_id: str = "tmiot-triggers"  # Kafka consumer group of the trigger processes
-    # Triggers and sensors are reloaded this often (a change applies without restart).
+    # Triggers are reloaded this often (a change applies without restart) ...
     refresh_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # ... and the sensors they watch this often, or at once when the triggers name new ones.
+    sensor_refresh_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     # Readings up to this much older than the newest of their (trigger, sensor) still
     # count in the right window; older ones are dropped (counted).
     lateness_seconds: Annotated[float, Field(ge=0, le=86_400)] = 60.0

@@ -91,6 +91,7 @@ class Directory:
     by_sensor: dict[str, tuple[TriggerSpec, ...]] = field(default_factory=dict)
     rejected: dict[str, Rejection] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)  # trigger id -> updated_at
+    fleets: frozenset[str] = frozenset()  # companies with a fleet-wide trigger
 
     def for_sensor(self, sensor_id: str) -> tuple[TriggerSpec, ...]:
         """The triggers that watch a sensor (its own ones and its company's fleet-wide ones)."""
@@ -129,42 +130,40 @@ def _spec(row: dict[str, Any]) -> TriggerSpec | str:
     )
 
 
-async def load_directory(conn: psycopg.AsyncConnection[Any]) -> Directory:
-    """Load every active trigger and the sensors it applies to (two queries)."""
+async def load_directory(
+    conn: psycopg.AsyncConnection[Any],
+    previous: Directory | None = None,
+    *,
+    reload_sensors: bool = True,
+) -> Directory:
+    """Load every active trigger and the sensors it applies to.
+
+    With `previous`, a trigger version already parsed is reused, and the sensors
+    are reused too unless `reload_sensors` or the triggers now watch sensors
+    (or fleets) that `previous` did not load: a 100,000-sensor fleet is then one
+    cheap query per refresh instead of two large ones.
+    """
     directory = Directory()
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_TRIGGERS)
         rows = await cur.fetchall()
-    for row in rows:
-        version = _version(row["updated_at"])
-        directory.versions[row["id"]] = version
-        spec = _spec(row)
-        if isinstance(spec, str):
-            directory.rejected[row["id"]] = Rejection(
-                row["id"], row["company_id"], row["trigger_number"], version, spec
-            )
-        else:
-            directory.triggers[spec.trigger_id] = spec
-    named = sorted({t.sensor_id for t in directory.triggers.values() if t.sensor_id})
-    fleet = sorted({t.company_id for t in directory.triggers.values() if t.sensor_id is None})
-    async with conn.cursor() as cur:
-        await cur.execute(_SENSORS, {"sensors": named, "companies": fleet})
-        for r in await cur.fetchall():
-            directory.sensors[r[0]] = SensorInfo(
-                sensor_id=r[0],
-                company_id=r[1],
-                customer_equipment_id=r[2],
-                sensor_number=r[3],
-                sensor_type=r[4],
-                sampling_interval_seconds=r[5],
-                alert_threshold_min=r[6],
-                alert_threshold_max=r[7],
-                unit=r[8],
-                status=r[9],
-                equipment_name=r[10] or "",
-                last_service_date=r[11],
-                install_date=r[12],
-            )
+    _parse(rows, previous, directory)
+    named = {t.sensor_id for t in directory.triggers.values() if t.sensor_id}
+    fleet = {t.company_id for t in directory.triggers.values() if t.sensor_id is None}
+    directory.fleets = frozenset(fleet)
+    reuse = (
+        previous is not None
+        and not reload_sensors
+        and fleet <= previous.fleets
+        and all(s in previous.sensors for s in named)
+    )
+    if reuse and previous is not None:
+        directory.sensors = previous.sensors
+        if directory.versions == previous.versions:
+            directory.by_sensor = previous.by_sensor
+            return directory
+    else:
+        directory.sensors = await _sensors(conn, sorted(named), sorted(fleet))
     by_sensor: dict[str, list[TriggerSpec]] = {}
     by_company: dict[str, list[TriggerSpec]] = {}
     for spec in directory.triggers.values():
@@ -180,6 +179,53 @@ async def load_directory(conn: psycopg.AsyncConnection[Any]) -> Directory:
 
 
 _AuditRow: TypeAlias = tuple[str, str, str, str, bool, str | None, dict[str, object], int]
+
+
+def _parse(rows: list[dict[str, Any]], previous: Directory | None, directory: Directory) -> None:
+    """Fill `directory` with the rows' triggers, reusing versions `previous` parsed."""
+    for row in rows:
+        trigger_id = row["id"]
+        version = _version(row["updated_at"])
+        directory.versions[trigger_id] = version
+        if previous is not None and previous.versions.get(trigger_id) == version:
+            if trigger_id in previous.triggers:
+                directory.triggers[trigger_id] = previous.triggers[trigger_id]
+                continue
+            if trigger_id in previous.rejected:
+                directory.rejected[trigger_id] = previous.rejected[trigger_id]
+                continue
+        spec = _spec(row)
+        if isinstance(spec, str):
+            directory.rejected[trigger_id] = Rejection(
+                trigger_id, row["company_id"], row["trigger_number"], version, spec
+            )
+        else:
+            directory.triggers[spec.trigger_id] = spec
+
+
+async def _sensors(
+    conn: psycopg.AsyncConnection[Any], named: list[str], fleet: list[str]
+) -> dict[str, SensorInfo]:
+    sensors: dict[str, SensorInfo] = {}
+    async with conn.cursor() as cur:
+        await cur.execute(_SENSORS, {"sensors": named, "companies": fleet})
+        for r in await cur.fetchall():
+            sensors[r[0]] = SensorInfo(
+                sensor_id=r[0],
+                company_id=r[1],
+                customer_equipment_id=r[2],
+                sensor_number=r[3],
+                sensor_type=r[4],
+                sampling_interval_seconds=r[5],
+                alert_threshold_min=r[6],
+                alert_threshold_max=r[7],
+                unit=r[8],
+                status=r[9],
+                equipment_name=r[10] or "",
+                last_service_date=r[11],
+                install_date=r[12],
+            )
+    return sensors
 
 
 def _version(updated_at: dt.datetime) -> str:

@@ -107,6 +107,7 @@ class TriggerService:
         self._audited: set[tuple[str, str, str]] = set()
         self._resolved_watermark = dt.datetime.now(dt.UTC)
         self._last_checkpoint = time.monotonic()
+        self._sensors_loaded = 0.0
         self._store: TriggerStore | None = None
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -403,7 +404,11 @@ class TriggerService:
     async def refresh(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Reload the triggers and sensors; audit changes; forget removed triggers."""
         before = self.directory if self.directory.versions else None
-        after = await load_directory(conn)
+        now = time.monotonic()
+        due = now - self._sensors_loaded >= self.settings.triggers.sensor_refresh_seconds
+        after = await load_directory(conn, before, reload_sensors=due)
+        if after.sensors is not (before.sensors if before else None):
+            self._sensors_loaded = now
         written = await audit_changes(conn, before, after, self._audited)
         async with self._lock:
             self.directory = after

@@ -57,9 +57,9 @@ _INCIDENTS: Final = """
 INSERT INTO trigger_incidents (
     id, company_id, trigger_id, sensor_id, opened_at, historical, summary, evidence, prediction_id
 )
-SELECT * FROM unnest(%(id)s::uuid[], %(company)s::uuid[], %(trigger)s::uuid[], %(sensor)s::uuid[],
-                     %(opened)s::timestamptz[], %(historical)s::bool[], %(summary)s::text[],
-                     %(evidence)s::jsonb[], %(prediction)s::uuid[])
+SELECT * FROM unnest(%(id)b::uuid[], %(company)b::uuid[], %(trigger)b::uuid[], %(sensor)b::uuid[],
+                     %(opened)b::timestamptz[], %(historical)b::bool[], %(summary)b::text[],
+                     %(evidence)b::jsonb[], %(prediction)b::uuid[])
 ON CONFLICT (id) DO NOTHING
 RETURNING id::text
 """
@@ -71,16 +71,16 @@ INSERT INTO maintenance_predictions (
 )
 SELECT v.id, v.equipment, v.day, v.confidence, v.failure, v.severity::severity_level,
        v.action::recommended_action
-FROM unnest(%(id)s::uuid[], %(equipment)s::uuid[], %(day)s::date[], %(confidence)s::numeric[],
-            %(failure)s::text[], %(severity)s::text[], %(action)s::text[])
+FROM unnest(%(id)b::uuid[], %(equipment)b::uuid[], %(day)b::date[], %(confidence)b::numeric[],
+            %(failure)b::text[], %(severity)b::text[], %(action)b::text[])
      AS v(id, equipment, day, confidence, failure, severity, action)
 ON CONFLICT (id) DO NOTHING
 """
 
 _OUTBOX: Final = """
 INSERT INTO trigger_outbox (id, incident_id, topic, record_key, payload)
-SELECT * FROM unnest(%(id)s::uuid[], %(incident)s::uuid[], %(topic)s::text[], %(key)s::text[],
-                     %(payload)s::bytea[])
+SELECT * FROM unnest(%(id)b::uuid[], %(incident)b::uuid[], %(topic)b::text[], %(key)b::text[],
+                     %(payload)b::bytea[])
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -88,20 +88,20 @@ _COUNTERS: Final = """
 UPDATE automated_service_triggers AS t
 SET times_triggered = t.times_triggered + v.n,
     last_triggered_at = greatest(t.last_triggered_at, v.last)
-FROM unnest(%(trigger)s::uuid[], %(n)s::int[], %(last)s::timestamptz[]) AS v(id, n, last)
+FROM unnest(%(trigger)b::uuid[], %(n)b::int[], %(last)b::timestamptz[]) AS v(id, n, last)
 WHERE t.id = v.id
 """
 
 _CLEAR: Final = """
 UPDATE trigger_incidents AS i
 SET cleared_at = v.at, clear_reason = v.reason
-FROM unnest(%(id)s::uuid[], %(at)s::timestamptz[], %(reason)s::text[]) AS v(id, at, reason)
+FROM unnest(%(id)b::uuid[], %(at)b::timestamptz[], %(reason)b::text[]) AS v(id, at, reason)
 WHERE i.id = v.id AND i.cleared_at IS NULL
 """
 
 _OFFSETS: Final = """
 INSERT INTO trigger_offsets (consumer_group, topic, kafka_partition, next_offset)
-SELECT %(group)s, %(topic)s, * FROM unnest(%(partition)s::int[], %(offset)s::bigint[])
+SELECT %(group)s, %(topic)s, * FROM unnest(%(partition)b::int[], %(offset)b::bigint[])
 ON CONFLICT (consumer_group, topic, kafka_partition)
 DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()
 """
@@ -109,7 +109,7 @@ DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()
 _STATES: Final = """
 INSERT INTO trigger_states (consumer_group, trigger_id, sensor_id, kafka_partition, state)
 SELECT %(group)s, v.t, v.s, v.p, v.state::jsonb
-FROM unnest(%(trigger)s::uuid[], %(sensor)s::uuid[], %(partition)s::int[], %(state)s::text[])
+FROM unnest(%(trigger)b::uuid[], %(sensor)b::uuid[], %(partition)b::int[], %(state)b::text[])
      AS v(t, s, p, state)
 ON CONFLICT (consumer_group, trigger_id, sensor_id)
 DO UPDATE SET state = excluded.state, kafka_partition = excluded.kafka_partition, updated_at = now()
