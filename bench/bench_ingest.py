@@ -350,8 +350,8 @@ def main() -> None:
         "--database-url", default="postgresql://postgres@127.0.0.1:5432/tmiot_bench"
     )
     parser.add_argument("--sensors", type=int, default=1000)
-    parser.add_argument("--single-messages", type=int, default=20_000)
-    parser.add_argument("--batch-messages", type=int, default=2_000)
+    parser.add_argument("--single-messages", type=int, default=60_000)
+    parser.add_argument("--batch-messages", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--scenarios",

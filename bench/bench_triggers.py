@@ -497,6 +497,7 @@ def main() -> None:
     parser.add_argument("--mqtt-port", type=int, default=1883)
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="triggers", help="results file stem")
     args = parser.parse_args()
     configure_logging(LogSettings(level="WARNING"))
     report: dict[str, Any] = {
@@ -523,8 +524,8 @@ def main() -> None:
         report["pipeline"] = asyncio.run(_pipeline(args, db, work))
         report["logs"] = str(work)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "triggers.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "triggers.md").write_text(_markdown(report))
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(_markdown(report))
     sys.stdout.write(_markdown(report))
 
 
