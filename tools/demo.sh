@@ -55,7 +55,7 @@ echo "== anomalies scored"
   JOIN companies c ON c.id = e.company_id
   WHERE r.is_anomaly AND c.name = '$COMPANY' GROUP BY 1 ORDER BY 2 DESC"
 echo "== incidents (historical: older than the backfill horizon, recorded without a work order)"
-"${PSQL[@]}" -c "SELECT t.trigger_number, i.historical, count(*) AS incidents,
+"${PSQL[@]}" -c "SELECT t.trigger_number, i.historical, count(DISTINCT i.id) AS incidents,
   count(o.id) FILTER (WHERE o.topic = 'workorders.requested') AS work_orders,
   count(o.id) FILTER (WHERE o.sent_at IS NOT NULL) AS events_sent
   FROM trigger_incidents i JOIN automated_service_triggers t ON t.id = i.trigger_id
