@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import platform
 import resource
 import sys
@@ -361,6 +362,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     configure_logging(LogSettings(level="WARNING"))
+    # aiomqtt warns once per publish beyond 10 pending ones: the preload is meant to.
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
     results = asyncio.run(run(args))
     report = _report(results, args)
     args.out.mkdir(parents=True, exist_ok=True)

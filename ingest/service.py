@@ -55,6 +55,7 @@ __all__ = ["IngestService"]
 log = structlog.get_logger(__name__)
 
 _EPOCH_QUEUE: Final = 64
+_SUBSCRIBE_TIMEOUT: Final = 120.0  # seconds; the backlog is served meanwhile
 
 
 class _Reconnect(Exception):  # noqa: N818 - control flow, not an error
@@ -137,9 +138,15 @@ class IngestService:
             self._generation += 1
             reason = "connection closed"
             try:
-                async with client:
+                async with client, asyncio.TaskGroup() as tasks:
+                    # Serve before subscribing: a resumed session's backlog arrives right
+                    # after CONNACK, ahead of the SUBACK; reading it only after the
+                    # SUBACK made a large backlog time the subscription out, forever.
+                    tasks.create_task(self._connection(client, kafka, partitions))
                     for topic_filter in subscription_filters(self._s.mqtt.share_group):
-                        await client.subscribe(topic_filter, qos=self._s.mqtt.qos)
+                        await client.subscribe(
+                            topic_filter, qos=self._s.mqtt.qos, timeout=_SUBSCRIBE_TIMEOUT
+                        )
                     log.info(
                         "mqtt subscribed",
                         broker=f"{self._s.mqtt.host}:{self._s.mqtt.port}",
@@ -147,7 +154,6 @@ class IngestService:
                     )
                     self.subscribed.set()
                     attempt = 0
-                    await self._connection(client, kafka, partitions)
             except* aiomqtt.MqttError as group:  # refused, or lost (except* also takes bare ones)
                 reason = self._retriable(leaves(group)[0])
             except* _Reconnect as group:
