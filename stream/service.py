@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +62,9 @@ __all__ = ["StreamWorker", "build_app", "run_worker"]
 log = structlog.get_logger(__name__)
 
 _PAYLOAD_LIMIT: Final = 4096
+# Readings per merged record: a scored reading is about 250 bytes of JSON, so a merged
+# scored record stays near 1 MB, well under kafka.max_request_bytes (4 MB by default).
+_MERGE_READINGS: Final = 4000
 _ANY: Final = TypeAdapter(object)
 
 
@@ -140,6 +145,7 @@ class StreamWorker:
         self._writer: asyncio.Task[None] | None = None
         self._scored_count: int | None = None
         self._progress = _Progress()
+        self.failure: BaseException | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._opening = asyncio.Lock()
@@ -540,12 +546,26 @@ class StreamWorker:
 
 
 def _merge(records: list[_Record]) -> list[_Record]:
-    """The records of each partition concatenated in offset order (one per partition)."""
-    groups: dict[int, list[_Record]] = {}
+    """Each partition's consecutive records concatenated in offset order.
+
+    A merged record holds at most ``_MERGE_READINGS`` readings (a larger record is
+    kept whole), so that its scored record stays far below Kafka's request size.
+    """
+    groups: list[list[_Record]] = []
+    open_group: dict[int, list[_Record]] = {}
+    sizes: dict[int, int] = {}
     for r in records:
-        groups.setdefault(r.partition, []).append(r)
+        n = len(r.batch["sensor_id"])
+        group = open_group.get(r.partition)
+        if group is None or sizes[r.partition] + n > _MERGE_READINGS:
+            group = open_group[r.partition] = []
+            groups.append(group)
+            sizes[r.partition] = 0
+        group.append(r)
+        sizes[r.partition] += n
     merged = []
-    for partition, group in groups.items():
+    for group in groups:
+        partition = group[0].partition
         if len(group) == 1:
             merged.append(group[0])
             continue
@@ -578,9 +598,7 @@ def _letter(reason: DeadLetterReason, detail: str, source: str, value: bytes | N
     )
 
 
-async def _handle_or_crash(
-    app: faust.App, worker: StreamWorker, events: Sequence[faust.types.EventT[Any]]
-) -> None:
+async def _handle_or_crash(worker: StreamWorker, events: Sequence[faust.types.EventT[Any]]) -> None:
     try:
         await worker.handle(events)
     except Exception as exc:
@@ -588,7 +606,10 @@ async def _handle_or_crash(
         # lives on: stop the worker instead, so that its supervisor restarts it from
         # the committed offsets (nothing acked is lost).
         log.exception("scoring failed; stopping the worker")
-        await app.crash(exc)
+        worker.failure = exc
+        # Faust's App.crash leaves the worker process idle; a SIGTERM makes it shut
+        # down cleanly (checkpoint, close), and run_worker then exits with 1.
+        os.kill(os.getpid(), signal.SIGTERM)
         raise
 
 
@@ -626,7 +647,7 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
             stream.buffer_records, within=stream.buffer_seconds
         )
         async for events in buffers:
-            await _handle_or_crash(app, worker, events)
+            await _handle_or_crash(worker, events)
 
     @app.agent(status)
     async def statuses(values: faust.StreamT[bytes]) -> None:
@@ -666,5 +687,6 @@ def run_worker(settings: Settings) -> int:
     try:
         runner.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
-    return 0
+        code = int(exc.code or 0) if isinstance(exc.code, int | None) else 1
+        return 1 if worker.failure is not None else code
+    return 1 if worker.failure is not None else 0
