@@ -52,8 +52,6 @@ from tmiot.events import (
     ScoredBatch,
     SensorStatusEvent,
     decode_reading_batch,
-    from_us,
-    payload_text,
 )
 from tmiot.kafka import client_options, ensure_topics, producer
 
@@ -585,17 +583,7 @@ def _version(value: bytes | None) -> object:
 
 
 def _letter(reason: DeadLetterReason, detail: str, source: str, value: bytes | None) -> DeadLetter:
-    raw = value or b""
-    text, truncated = payload_text(raw, _PAYLOAD_LIMIT)
-    return DeadLetter(
-        reason=reason,
-        detail=detail[:500],
-        source=source,
-        received_at=from_us(round(time.time() * 1_000_000)),
-        payload=text,
-        payload_size=len(raw),
-        truncated=truncated,
-    )
+    return DeadLetter.of(reason, detail, source, value, limit=_PAYLOAD_LIMIT)
 
 
 async def _handle_or_crash(worker: StreamWorker, events: Sequence[faust.types.EventT[Any]]) -> None:

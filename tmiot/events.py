@@ -237,6 +237,29 @@ class DeadLetter(_Event):
     payload_size: int
     truncated: bool = False
 
+    @classmethod
+    def of(
+        cls,
+        reason: DeadLetterReason,
+        detail: str,
+        source: str,
+        raw: bytes | None,
+        *,
+        limit: int = 4096,
+    ) -> DeadLetter:
+        """A dead letter for `raw`, received now (payload cut at `limit` bytes, detail at 500)."""
+        data = raw or b""
+        text, truncated = payload_text(data, limit)
+        return cls(
+            reason=reason,
+            detail=detail[:500],
+            source=source,
+            received_at=dt.datetime.now(dt.UTC),
+            payload=text,
+            payload_size=len(data),
+            truncated=truncated,
+        )
+
 
 def payload_text(raw: bytes, limit: int) -> tuple[str, bool]:
     """A dead letter's ``payload``: the first `limit` bytes as UTF-8, else ``base64:``.

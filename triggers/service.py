@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -50,8 +49,6 @@ from tmiot.events import (
     DeadLetterReason,
     ScoredBatch,
     WorkOrderOutcome,
-    from_us,
-    payload_text,
 )
 from tmiot.kafka import client_options, ensure_topics, producer
 from triggers.actions import incident_events
@@ -66,7 +63,6 @@ __all__ = ["TriggerService"]
 log = structlog.get_logger(__name__)
 
 _PAYLOAD_LIMIT: Final = 4096
-_NOTIFY_NS: Final = uuid.UUID("a3f5e1c2-7d44-4c1b-b0a9-5e2f8c6d9b31")
 _RETRY_AFTER: Final = dt.timedelta(seconds=30)  # an unsent outbox row older than this is resent
 
 
@@ -315,16 +311,12 @@ class TriggerService:
         self.metrics.evaluations.inc(evaluations)
 
     def _letter(self, record: ConsumerRecord[bytes, bytes], detail: str) -> DeadLetter:
-        raw = record.value or b""
-        text, truncated = payload_text(raw, _PAYLOAD_LIMIT)
-        letter = DeadLetter(
-            reason=DeadLetterReason.UNDECODABLE_RECORD,
-            detail=detail[:500],
-            source=f"kafka:{record.topic}/{record.partition}@{record.offset}",
-            received_at=from_us(_now_us()),
-            payload=text,
-            payload_size=len(raw),
-            truncated=truncated,
+        letter = DeadLetter.of(
+            DeadLetterReason.UNDECODABLE_RECORD,
+            detail,
+            f"kafka:{record.topic}/{record.partition}@{record.offset}",
+            record.value,
+            limit=_PAYLOAD_LIMIT,
         )
         self.metrics.deadletters.labels(letter.reason.value).inc()
         log.warning("record dead-lettered", reason=letter.reason.value, source=letter.source)
