@@ -422,7 +422,7 @@ class StreamWorker:
             await self._jobs.join()
             for partition in self.scorer.dirty_partitions():
                 if partition in self._next_offset:
-                    await self._save(partition, self.sink)
+                    await self._snapshot(partition)(self.sink)
             return
         now = time.monotonic()
         every = self.settings.stream.checkpoint_seconds
@@ -433,26 +433,22 @@ class StreamWorker:
         ]
         if not due or self._jobs.full():
             return
-        partition = min(due, key=lambda p: self._checkpointed_at.get(p, 0.0))
+        write = self._snapshot(min(due, key=lambda p: self._checkpointed_at.get(p, 0.0)))
+        await self._jobs.put(lambda: write(self.side))
+
+    def _snapshot(self, partition: int) -> Callable[[ReadingsSink], Awaitable[None]]:
+        """Take a partition's changed states and offset now; the returned call saves them."""
         states = self.scorer.take_dirty(partition)
         offset = self._next_offset[partition]
-        self._checkpointed_at[partition] = now
+        self._checkpointed_at[partition] = time.monotonic()
 
-        async def save() -> None:
-            await self.side.save_checkpoint(
+        async def write(sink: ReadingsSink) -> None:
+            await sink.save_checkpoint(
                 self._group, self._topics.readings_raw, partition, offset, states
             )
             self.metrics.checkpointed.inc(len(states))
 
-        await self._jobs.put(save)
-
-    async def _save(self, partition: int, sink: ReadingsSink) -> None:
-        states = self.scorer.take_dirty(partition)
-        await sink.save_checkpoint(
-            self._group, self._topics.readings_raw, partition, self._next_offset[partition], states
-        )
-        self._checkpointed_at[partition] = time.monotonic()
-        self.metrics.checkpointed.inc(len(states))
+        return write
 
     async def _maybe_flush(self, *, force: bool = False) -> None:
         """last_reading_at and battery levels, in the background unless `force`."""
