@@ -46,11 +46,13 @@ from tmiot.config import (
     LogSettings,
     MetricsSettings,
     MqttSettings,
+    RuntimeSettings,
     Settings,
     TopicSettings,
 )
 from tmiot.db import apply_schema, conninfo, create_database_if_missing
 from tmiot.logs import configure_logging
+from tmiot.runtime import tune_process
 from tmiot.services import free_port, kafka_problem, start_mosquitto, start_tansu, stop_pid
 
 log = structlog.get_logger("bench.ingest")
@@ -362,6 +364,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     configure_logging(LogSettings(level="WARNING"))
+    # The services tune their process at start (tmiot.runtime); the loops measured
+    # in this process (bare ones included) run under the same setting.
+    tune_process(RuntimeSettings())
     # aiomqtt warns once per publish beyond 10 pending ones: the preload is meant to.
     logging.getLogger("mqtt").setLevel(logging.ERROR)
     results = asyncio.run(run(args))

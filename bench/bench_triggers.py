@@ -42,11 +42,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from pydantic_core import to_json
 
-from tmiot.config import DatabaseSettings, KafkaSettings, LogSettings, Settings
+from tmiot.config import DatabaseSettings, KafkaSettings, LogSettings, RuntimeSettings, Settings
 from tmiot.db import apply_schema, conninfo, create_database_if_missing
 from tmiot.events import SCORED_BATCH, ScoredBatch
 from tmiot.kafka import ensure_topics
 from tmiot.logs import configure_logging
+from tmiot.runtime import tune_process
 from tmiot.services import free_port, kafka_problem, start_tansu, stop_pid
 from triggers.conditions import parse_condition
 from triggers.directory import Directory
@@ -513,6 +514,9 @@ def main() -> None:
     parser.add_argument("--name", default="triggers", help="results file stem")
     args = parser.parse_args()
     configure_logging(LogSettings(level="WARNING"))
+    # The services tune their process at start (tmiot.runtime); the loops measured
+    # in this process (bare ones included) run under the same setting.
+    tune_process(RuntimeSettings())
     report: dict[str, Any] = {
         "benchmark": "triggers",
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

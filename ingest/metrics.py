@@ -48,7 +48,7 @@ class IngestMetrics:
         )
         self.ack_latency = Histogram(
             "tmiot_ingest_ack_latency_seconds",
-            "From MQTT receipt to MQTT acknowledgement (after Kafka acked)",
+            "From MQTT receipt of a flush's oldest message to its acknowledgement",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )

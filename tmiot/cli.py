@@ -23,6 +23,7 @@ from tmiot.config import Settings, load_settings
 from tmiot.db import apply_schema, create_database_if_missing
 from tmiot.errors import ConfigError, TmiotError, leaves
 from tmiot.logs import configure_logging
+from tmiot.runtime import tune_process
 from tmiot.services import ServiceManager
 from tmiot.simulate import command as simulate_command
 
@@ -208,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tmiot: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log)
+    tune_process(settings.runtime)
     handler: Handler = args.handler
     try:
         return handler(args, settings)

@@ -36,6 +36,7 @@ __all__ = [
     "LogSettings",
     "MetricsSettings",
     "MqttSettings",
+    "RuntimeSettings",
     "ServicesSettings",
     "Settings",
     "TlsFiles",
@@ -161,8 +162,10 @@ class IngestSettings(_Group):
     max_payload_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 256 * 1024
     max_future_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
     max_age_seconds: Annotated[float, Field(gt=0)] = 7 * 86_400.0
-    # Readings are packed per Kafka partition and flushed on size or time.
-    linger_ms: Annotated[int, Field(ge=0, le=1000)] = 5
+    # Readings are packed per Kafka partition and flushed on size or time. Each flush
+    # costs a Kafka send per partition: 20 ms rather than 5 gave single-reading messages
+    # +10% throughput in bench-ingest, for at most 15 ms more latency.
+    linger_ms: Annotated[int, Field(ge=0, le=1000)] = 20
     max_record_readings: Annotated[int, Field(ge=1, le=100_000)] = 1000
     # MQTT messages received but not yet acknowledged (Kafka has not acked them):
     # past this, ingest stops taking messages and the broker holds the rest.
@@ -314,6 +317,16 @@ class LogSettings(_Group):
         return self
 
 
+class RuntimeSettings(_Group):
+    """Process-level tuning of the long-running services."""
+
+    # The cyclic garbage collector's generation-0 threshold (CPython's default: 700).
+    # A service holding thousands of in-flight messages pays for every collection
+    # walking them; 10,000 cut ingest's CPU per message by a third in bench-ingest.
+    # 0 leaves the interpreter's defaults alone.
+    gc_threshold: Annotated[int, Field(ge=0, le=1_000_000)] = 10_000
+
+
 class ServicesSettings(_Group):
     """The embedded local services (`tmiot services up`) for development and tests."""
 
@@ -341,6 +354,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
     services: ServicesSettings = ServicesSettings()
 
     @classmethod

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Final, Literal, NotRequired
@@ -162,11 +163,13 @@ def parse_topic(topic: str) -> TopicRef | None:
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
 
 
+@functools.lru_cache(maxsize=4096)  # companies are few; this runs once per message
 def _is_uuid(text: str) -> bool:
+    digits = text.replace("-", "")
     return (
         text[8] == text[13] == text[18] == text[23] == "-"
-        and all(c in _HEX for c in text.replace("-", ""))
-        and len(text.replace("-", "")) == 32  # noqa: PLR2004
+        and len(digits) == 32  # noqa: PLR2004
+        and _HEX.issuperset(digits)
     )
 
 
