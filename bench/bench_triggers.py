@@ -10,8 +10,9 @@
    processes on a fresh broker; 100,000 sensors publish 5,000 readings/s as gateway
    batches of 100 (QoS 1). After a warm-up, sensors with a threshold trigger get an
    excursion now and then; latency = work-order event received - the reading's
-   timestamp (set at publish). The scored hop (scored record received - timestamp)
-   is measured on the same readings.
+   timestamp (set at publish). The raw and scored hops are measured on the same
+   readings: the Kafka timestamp (CreateTime: when ingest, or stream, sent the
+   record) - the reading's timestamp.
 
 Results: ``bench/results/triggers.{md,json}``. Run: ``make bench-triggers``.
 """
@@ -324,37 +325,60 @@ async def _pipeline(  # noqa: C901, PLR0915 - one linear scenario, read top to b
         raw_hop: list[float] = []
         excursions: dict[tuple[str, int], float] = {}
         stop = asyncio.Event()
-        consumer = AIOKafkaConsumer(
+        # Work orders: read as they come (a small topic). The raw and scored hops are
+        # read off the records' Kafka timestamps (CreateTime, set by ingest and stream
+        # when they send, on this machine's clock), so their reader can fetch in large,
+        # lazy batches: every fetch costs tansu a scan of the partition, and a tight
+        # reader of the two busiest topics loaded the broker more than the pipeline did.
+        orders = AIOKafkaConsumer(
             "workorders.requested",
-            "sensor.readings.scored",
-            "sensor.readings.raw",
             bootstrap_servers=bootstrap,
             auto_offset_reset="latest",
             enable_auto_commit=False,
             group_id=None,
             fetch_max_wait_ms=20,
         )
-        await consumer.start()
+        hops = AIOKafkaConsumer(
+            "sensor.readings.scored",
+            "sensor.readings.raw",
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+            group_id=None,
+            fetch_max_wait_ms=1000,
+            fetch_min_bytes=4 << 20,
+            max_partition_fetch_bytes=16 << 20,
+        )
+        await orders.start()
+        await hops.start()
 
-        async def consume() -> None:
+        async def consume_orders() -> None:
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200)
+                batch = await orders.getmany(timeout_ms=200)
                 received = time.time()
-                for tp, records in batch.items():
+                for records in batch.values():
                     for r in records:
                         value = json.loads(r.value or b"{}")
-                        if tp.topic == "workorders.requested":
-                            opened = dt.datetime.fromisoformat(value["opened_at"]).timestamp()
-                            if value["trigger_number"] and opened >= measure_from:
-                                latencies.append(received - opened)
-                        else:
-                            hop = scored_hop if tp.topic == "sensor.readings.scored" else raw_hop
-                            for ts, v in zip(value["ts_us"], value["value"], strict=True):
-                                if v is not None and v > 90 and ts / 1e6 >= measure_from:
-                                    hop.append(received - ts / 1e6)
+                        opened = dt.datetime.fromisoformat(value["opened_at"]).timestamp()
+                        if value["trigger_number"] and opened >= measure_from:
+                            latencies.append(received - opened)
+
+        async def consume_hops() -> None:
+            while not stop.is_set():
+                batch = await hops.getmany(timeout_ms=1000)
+                for tp, records in batch.items():
+                    hop = scored_hop if tp.topic == "sensor.readings.scored" else raw_hop
+                    for r in records:
+                        if not r.value or b"95.0" not in r.value:  # no excursion in it
+                            continue
+                        value = json.loads(r.value)
+                        sent = r.timestamp / 1000
+                        for ts, v in zip(value["ts_us"], value["value"], strict=True):
+                            if v is not None and v > 90 and ts / 1e6 >= measure_from:
+                                hop.append(sent - ts / 1e6)
 
         measure_from = time.time() + args.warmup_seconds
-        reader = asyncio.create_task(consume())
+        readers = [asyncio.create_task(consume_orders()), asyncio.create_task(consume_hops())]
         rng = random.Random(11)
         flat = [(c, d) for c in companies for d in devices[c]]
         hot_pool = [(c, d) for c, d in flat if d in watched]
@@ -399,8 +423,9 @@ async def _pipeline(  # noqa: C901, PLR0915 - one linear scenario, read top to b
             elapsed = time.perf_counter() - t0
         await asyncio.sleep(5)  # the last work orders
         stop.set()
-        await reader
-        await consumer.stop()
+        await asyncio.gather(*readers)
+        await orders.stop()
+        await hops.stop()
         return {
             "sensors": args.sensors,
             "triggers": args.triggers,
@@ -488,8 +513,8 @@ def _markdown(r: dict[str, Any]) -> str:
                 f"| publish -> work order (ms) | {lat['p50']} | {lat['p95']} | {lat['p99']} |"
                 f" {lat['max']} |"
             ),
-            f"| publish -> raw record (ms) | {raw['p50']} | | {raw['p99']} | |",
-            f"| publish -> scored record (ms) | {hop['p50']} | | {hop['p99']} | |",
+            f"| publish -> raw record sent by ingest (ms) | {raw['p50']} | | {raw['p99']} | |",
+            f"| publish -> scored record sent by stream (ms) | {hop['p50']} | | {hop['p99']} | |",
             "",
         ]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from tmiot.events import ReadingBatch, ScoredBatch
 __all__ = ["Scorer", "SensorMeta", "Silence"]
 
 MISSING_FACTOR: Final = 3  # silent for more than this many sampling intervals: missing
+_NEVER: Final = 2**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,10 @@ class Scorer:
         self._tracks: dict[str, _Track] = {}
         self._dirty: dict[int, set[str]] = {}
         self._clocks: dict[int, _Clock] = {}
+        # Per partition, a lower bound of the event time at which one of its sensors
+        # may become silent: find_silent skips the partition's sensors until then.
+        # Readings only move deadlines later; a new or returning sensor drops the bound.
+        self._due: dict[int, int] = {}
 
     def __len__(self) -> int:
         """Sensors with a model in memory."""
@@ -100,6 +105,7 @@ class Scorer:
                 # sensor starts fresh rather than the worker stopping.
                 detector = SensorDetector(self._settings)
             self._tracks[sensor_id] = _Track(detector, partition)
+        self._due.pop(partition, None)
 
     def drop(self, partition: int) -> int:
         """Forget a partition's sensors (it moved to another worker); how many."""
@@ -108,6 +114,7 @@ class Scorer:
             del self._tracks[sensor_id]
         self._dirty.pop(partition, None)
         self._clocks.pop(partition, None)
+        self._due.pop(partition, None)
         return len(gone)
 
     def take_dirty(self, partition: int) -> dict[str, bytes]:
@@ -160,6 +167,7 @@ class Scorer:
             track = tracks.get(sensor_id)
             if track is None:
                 track = tracks[sensor_id] = _Track(SensorDetector(settings), partition)
+                self._due.pop(partition, None)
             m = meta.get(sensor_id)
             verdict = track.detector.update(
                 ts_us // 1000,
@@ -170,6 +178,8 @@ class Scorer:
             )
             dirty.add(sensor_id)
             track.company_id = batch["company_id"][i]
+            if not track.last_ts_us:  # restored from a checkpoint, first reading since
+                self._due.pop(partition, None)
             track.last_ts_us = max(track.last_ts_us, ts_us)
             newest = max(newest, ts_us)
             if scored is None:
@@ -178,6 +188,7 @@ class Scorer:
             if track.missing:
                 track.missing = False
                 scored.back_online.append(sensor_id)
+                self._due.pop(partition, None)
             out = scored.batch
             out["anomaly_score"][i] = verdict.score
             if verdict.is_anomaly and not (m and m.maintenance):
@@ -196,19 +207,30 @@ class Scorer:
         A sensor is reported again only after a reading brought it back.
         """
         wall = time.monotonic()
-        now = {p: c.now_us(wall) for p, c in self._clocks.items()}
+        clocks = {p: c.now_us(wall) for p, c in self._clocks.items()}
+        # Partitions where nothing can be due yet are skipped.
+        now = {p: at for p, at in clocks.items() if at >= self._due.get(p, at)}
+        if not now:
+            return []
+        due = dict.fromkeys(now, _NEVER)
         found = []
         for sensor_id, track in self._tracks.items():
-            m = meta.get(sensor_id)
-            if track.missing or m is None or not track.last_ts_us or track.partition not in now:
+            at = now.get(track.partition)
+            if at is None or track.missing or not track.last_ts_us:
                 continue
-            limit = MISSING_FACTOR * m.sampling_interval_seconds * 1_000_000
-            at = now[track.partition]
-            if at - track.last_ts_us > limit:
+            m = meta.get(sensor_id)
+            if m is None:
+                due[track.partition] = at  # unknown yet: look again next time
+                continue
+            deadline = track.last_ts_us + MISSING_FACTOR * m.sampling_interval_seconds * 1_000_000
+            if at > deadline:
                 track.missing = True
                 found.append(
                     Silence(sensor_id, track.company_id, track.partition, track.last_ts_us, at)
                 )
+            elif deadline < due[track.partition]:
+                due[track.partition] = deadline
+        self._due.update(due)
         return found
 
     def sensors(self) -> Iterable[str]:

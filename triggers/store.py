@@ -14,6 +14,7 @@ Every write is idempotent, so a replay after a crash writes nothing twice:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import uuid
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 _PREDICTION_NS: Final = uuid.UUID("0b8f2b61-3f0e-4c4e-8d0a-9a7c2f4e1d52")
+_ENCODE_CHUNK: Final = 2000  # states JSON-encoded between two yields to the event loop
 
 
 def prediction_id(incident: str) -> str:
@@ -268,6 +270,14 @@ class TriggerStore:
     ) -> None:
         """Save changed states and the offsets they are current to, in one transaction."""
         known = [(k, v) for k, v in states.items() if k[1] in partition_of]
+        encoded: list[str] = []
+        for start in range(0, len(known), _ENCODE_CHUNK):
+            if start:
+                await asyncio.sleep(0)  # let the consumer run between chunks
+            encoded.extend(
+                json.dumps(v, separators=(",", ":"))
+                for _, v in known[start : start + _ENCODE_CHUNK]
+            )
         async with self._conn.transaction(), self._conn.cursor() as cur:
             if known:
                 await cur.execute(
@@ -277,7 +287,7 @@ class TriggerStore:
                         "trigger": [k[0] for k, _ in known],
                         "sensor": [k[1] for k, _ in known],
                         "partition": [partition_of[k[1]] for k, _ in known],
-                        "state": [json.dumps(v, separators=(",", ":")) for _, v in known],
+                        "state": encoded,
                     },
                 )
             if offsets:

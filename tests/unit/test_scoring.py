@@ -41,3 +41,40 @@ def test_restored_state_continues_where_it_left_off() -> None:
     two.load(0, one.take_dirty(0))
     tail = _batch("s", values[100:])
     assert two.score(0, tail, meta).batch == one.score(0, tail, meta).batch
+
+
+_EPOCH = 1_750_000_000  # event time of the tests' first reading, seconds
+
+
+def _at(sensor: str, seconds: int, value: float = 1.0) -> ReadingBatch:
+    batch = _batch(sensor, [value])
+    batch["ts_us"] = [(_EPOCH + seconds) * 1_000_000]
+    return batch
+
+
+def test_silence_is_found_in_event_time_once_and_again_after_a_return() -> None:
+    meta = {
+        "a": SensorMeta(None, None, 60),  # missing after 180 s
+        "b": SensorMeta(None, None, 600),  # the clock: keeps reporting
+        "c": SensorMeta(None, None, 10),  # missing after 30 s
+    }
+    scorer = Scorer(DetectorSettings())
+    for sensor in ("a", "b"):
+        scorer.score(0, _at(sensor, 0), meta)
+    assert scorer.find_silent(meta) == []
+    scorer.score(0, _at("b", 100), meta)
+    assert scorer.find_silent(meta) == []
+    scorer.score(0, _at("b", 200), meta)
+    assert [s.sensor_id for s in scorer.find_silent(meta)] == ["a"]
+    assert scorer.find_silent(meta) == []  # reported once
+    # A sensor with a shorter interval arriving later is not hidden by the others' deadline.
+    scorer.score(0, _at("c", 210), meta)
+    scorer.score(0, _at("b", 260), meta)
+    assert [s.sensor_id for s in scorer.find_silent(meta)] == ["c"]
+    # A returning sensor is watched again.
+    assert scorer.score(0, _at("a", 270), meta).back_online == ["a"]
+    scorer.score(0, _at("b", 400), meta)
+    assert scorer.find_silent(meta) == []
+    scorer.score(0, _at("b", 460), meta)
+    silent = scorer.find_silent(meta)
+    assert [(s.sensor_id, s.last_ts_us) for s in silent] == [("a", (_EPOCH + 270) * 1_000_000)]
