@@ -9,8 +9,9 @@ has run, so offsets are committed after the database commit):
    partition's detector states from the last checkpoint and replay the records
    between the checkpoint and this record into them (learning only), so scoring
    continues the same state it had, not a cold model;
-3. score, write the readings (idempotent), publish the scored batch, and only
-   then let Faust ack the records;
+3. score, publish the scored batches (triggers need not wait for the database),
+   write the readings (idempotent), and only once both are done let Faust ack
+   the records;
 4. every ``checkpoint_seconds``, save the changed detector states with the
    partition's next offset.
 
@@ -251,8 +252,15 @@ class StreamWorker:
             # One scoring pass, one database transaction and one scored record per
             # partition per buffer: with small records (a quiet fleet, short linger)
             # a transaction per record would cap the worker at a few thousand rows/s.
-            for record in _merge(records):
-                deliveries.extend(await self._score(record))
+            # The scored records go out before the database writes (triggers need not
+            # wait for them); the buffer is acked only after both.
+            scored = [
+                (r, self.scorer.score(r.partition, r.batch, self.meta)) for r in _merge(records)
+            ]
+            for record, result in scored:
+                deliveries.append(await self._publish(record.partition, result.batch))
+            for record, result in scored:
+                deliveries.extend(await self._write(record, result))
             await asyncio.gather(*deliveries)
             for event in events:  # poison records move the partition on too
                 tp, offset = event.message.partition, event.message.offset
@@ -343,10 +351,10 @@ class StreamWorker:
         if unknown:
             self.meta.update(await self.sink.sensor_meta(sorted(unknown)))
 
-    async def _score(self, record: _Record) -> list[asyncio.Future[Any]]:
-        scored = self.scorer.score(record.partition, record.batch, self.meta)
+    async def _write(self, record: _Record, scored: Scored) -> list[asyncio.Future[Any]]:
+        """Write a scored record's readings; dead-letter the rows the database refuses."""
         inserted, refused = await self.sink.write(scored.batch)
-        deliveries = [await self._publish(record.partition, scored.batch)]
+        deliveries: list[asyncio.Future[Any]] = []
         source = f"kafka:{self._topics.readings_raw}/{record.partition}@{record.offset}"
         for rejected in refused:
             row = {k: v[rejected.index] for k, v in scored.batch.items() if isinstance(v, list)}

@@ -231,7 +231,7 @@ class StreamSettings(_Group):
     # Each buffer costs a few database and Kafka round trips whatever its size, so a
     # quiet fleet's small records (a few readings each) need many per buffer.
     buffer_records: Annotated[int, Field(ge=1, le=100_000)] = 2000
-    buffer_seconds: Annotated[float, Field(gt=0, le=60)] = 0.2
+    buffer_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
     # Save each partition's changed detector states this often (one partition at a time,
     # in the background); a restart replays at most this much of a partition.
     checkpoint_seconds: Annotated[float, Field(gt=0)] = 60.0
