@@ -21,7 +21,7 @@ from stream.detectors import SensorDetector
 from tmiot.config import DetectorSettings
 from tmiot.events import ReadingBatch, ScoredBatch
 
-__all__ = ["Scorer", "SensorMeta", "Silence"]
+__all__ = ["Scorer", "SensorMeta", "Silence", "Snapshot"]
 
 MISSING_FACTOR: Final = 3  # silent for more than this many sampling intervals: missing
 _NEVER: Final = 2**63
@@ -46,6 +46,20 @@ class Silence:
     partition: int
     last_ts_us: int
     at_us: int
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A partition's changed detector states as of one moment, serialised lazily.
+
+    Copy on write: a state still ``pending`` is serialised before the next reading
+    of its sensor is learned, so every state is the one of the moment the snapshot
+    began, however many buffers it takes to finish it.
+    """
+
+    partition: int
+    pending: set[str]
+    states: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -88,6 +102,7 @@ class Scorer:
         # may become silent: find_silent skips the partition's sensors until then.
         # Readings only move deadlines later; a new or returning sensor drops the bound.
         self._due: dict[int, int] = {}
+        self._snapshots: dict[int, Snapshot] = {}  # open ones, by partition
 
     def __len__(self) -> int:
         """Sensors with a model in memory."""
@@ -115,12 +130,40 @@ class Scorer:
         self._dirty.pop(partition, None)
         self._clocks.pop(partition, None)
         self._due.pop(partition, None)
+        self._snapshots.pop(partition, None)
         return len(gone)
 
     def take_dirty(self, partition: int) -> dict[str, bytes]:
-        """States of the partition's sensors changed since the last call."""
+        """States of the partition's sensors changed since the last call, serialised now."""
+        snapshot = self.begin_snapshot(partition)
+        self.serialise(snapshot)
+        return snapshot.states
+
+    def begin_snapshot(self, partition: int) -> Snapshot:
+        """Snapshot the partition's states changed since the last snapshot, as of now.
+
+        Nothing is serialised yet: :meth:`serialise` does it in steps, and scoring a
+        sensor still pending serialises its state first. One open snapshot per partition.
+        """
+        if partition in self._snapshots:
+            msg = f"partition {partition} already has an open snapshot"
+            raise RuntimeError(msg)
         dirty = self._dirty.pop(partition, set())
-        return {s: self._tracks[s].detector.dumps() for s in dirty if s in self._tracks}
+        snapshot = Snapshot(partition, {s for s in dirty if s in self._tracks})
+        self._snapshots[partition] = snapshot
+        return snapshot
+
+    def serialise(self, snapshot: Snapshot, budget: int | None = None) -> bool:
+        """Serialise up to `budget` pending states (all with None); True once complete."""
+        pending, tracks = snapshot.pending, self._tracks
+        for _ in range(len(pending) if budget is None else min(budget, len(pending))):
+            sensor_id = pending.pop()
+            snapshot.states[sensor_id] = tracks[sensor_id].detector.dumps()
+        if pending:
+            return False
+        if self._snapshots.get(snapshot.partition) is snapshot:
+            del self._snapshots[snapshot.partition]
+        return True
 
     def dirty_partitions(self) -> list[int]:
         """Partitions with changes not yet checkpointed."""
@@ -154,6 +197,8 @@ class Scorer:
     ) -> None:
         tracks, settings = self._tracks, self._settings
         dirty = self._dirty.setdefault(partition, set())
+        snapshot = self._snapshots.get(partition)
+        pending = snapshot.pending if snapshot is not None else None
         newest = 0
         for i, (sensor_id, ts_us, value, quality) in enumerate(
             zip(
@@ -168,6 +213,9 @@ class Scorer:
             if track is None:
                 track = tracks[sensor_id] = _Track(SensorDetector(settings), partition)
                 self._due.pop(partition, None)
+            if pending and sensor_id in pending:  # copy on write: the snapshot's state first
+                pending.discard(sensor_id)
+                snapshot.states[sensor_id] = track.detector.dumps()  # type: ignore[union-attr]
             m = meta.get(sensor_id)
             verdict = track.detector.update(
                 ts_us // 1000,

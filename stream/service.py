@@ -38,7 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from stream.metrics import StreamMetrics
-from stream.scoring import Scored, Scorer, SensorMeta, Silence
+from stream.scoring import Scored, Scorer, SensorMeta, Silence, Snapshot
 from stream.sink import ReadingsSink
 from stream.transport import StreamApp
 from tmiot.config import Settings
@@ -65,6 +65,9 @@ _PAYLOAD_LIMIT: Final = 4096
 # scored record stays near 1 MB, well under kafka.max_request_bytes (4 MB by default).
 _MERGE_READINGS: Final = 4000
 _ANY: Final = TypeAdapter(object)
+# Detector states serialised per buffer (and per tick) while a checkpoint is open:
+# about 20 us each, so a 12,500-sensor partition takes a few dozen buffers.
+_SNAPSHOT_STEP: Final = 1000
 
 
 @dataclass(slots=True)
@@ -133,6 +136,7 @@ class StreamWorker:
         self._floor: dict[int, int] = {}  # the restored checkpoint's offset
         self._pending = _Pending()
         self._checkpointed_at: dict[int, float] = {}
+        self._open: tuple[Snapshot, int] | None = None  # the snapshot being serialised
         self._last_flush = time.monotonic()
         self._lock = asyncio.Lock()
         self._sink: ReadingsSink | None = None
@@ -421,42 +425,51 @@ class StreamWorker:
     async def _maybe_checkpoint(self, *, force: bool) -> None:
         """Checkpoint changed detector states with their partition's next offset.
 
-        Normally one partition at a time, the most overdue, written in the
-        background: serialising 100,000 states at once would stall scoring for
-        half a second. ``force`` (revocation, shutdown) waits for queued writes,
-        then saves every partition before returning.
+        Normally one partition at a time, the most overdue: its snapshot begins
+        between two buffers (with the offset of that moment), is serialised
+        ``_SNAPSHOT_STEP`` states per call, copy on write (see
+        :class:`~stream.scoring.Snapshot`), and is written in the background once
+        complete; serialising 12,500 states at once stalled scoring for a third of
+        a second. ``force`` (revocation, shutdown) finishes the open snapshot,
+        waits for queued writes, then saves every partition before returning.
         """
         if force:
+            if self._open is not None:
+                snapshot, offset = self._open
+                self._open = None
+                self.scorer.serialise(snapshot)
+                await self._jobs.join()
+                await self._save(snapshot, offset, self.sink)
             await self._jobs.join()
             for partition in self.scorer.dirty_partitions():
                 if partition in self._next_offset:
-                    await self._snapshot(partition)(self.sink)
+                    snapshot = self.scorer.begin_snapshot(partition)
+                    self.scorer.serialise(snapshot)
+                    await self._save(snapshot, self._next_offset[partition], self.sink)
             return
-        now = time.monotonic()
-        every = self.settings.stream.checkpoint_seconds
-        due = [
-            p
-            for p in self.scorer.dirty_partitions()
-            if p in self._next_offset and now - self._checkpointed_at.get(p, 0.0) >= every
-        ]
-        if not due or self._jobs.full():
-            return
-        write = self._snapshot(min(due, key=lambda p: self._checkpointed_at.get(p, 0.0)))
-        await self._jobs.put(lambda: write(self.side))
+        if self._open is None:
+            now = time.monotonic()
+            every = self.settings.stream.checkpoint_seconds
+            due = [
+                p
+                for p in self.scorer.dirty_partitions()
+                if p in self._next_offset and now - self._checkpointed_at.get(p, 0.0) >= every
+            ]
+            if not due:
+                return
+            partition = min(due, key=lambda p: self._checkpointed_at.get(p, 0.0))
+            self._checkpointed_at[partition] = now
+            self._open = (self.scorer.begin_snapshot(partition), self._next_offset[partition])
+        snapshot, offset = self._open
+        if self.scorer.serialise(snapshot, _SNAPSHOT_STEP):
+            self._open = None
+            await self._jobs.put(lambda: self._save(snapshot, offset, self.side))
 
-    def _snapshot(self, partition: int) -> Callable[[ReadingsSink], Awaitable[None]]:
-        """Take a partition's changed states and offset now; the returned call saves them."""
-        states = self.scorer.take_dirty(partition)
-        offset = self._next_offset[partition]
-        self._checkpointed_at[partition] = time.monotonic()
-
-        async def write(sink: ReadingsSink) -> None:
-            await sink.save_checkpoint(
-                self._group, self._topics.readings_raw, partition, offset, states
-            )
-            self.metrics.checkpointed.inc(len(states))
-
-        return write
+    async def _save(self, snapshot: Snapshot, offset: int, sink: ReadingsSink) -> None:
+        await sink.save_checkpoint(
+            self._group, self._topics.readings_raw, snapshot.partition, offset, snapshot.states
+        )
+        self.metrics.checkpointed.inc(len(snapshot.states))
 
     async def _maybe_flush(self, *, force: bool = False) -> None:
         """last_reading_at and battery levels, in the background unless `force`."""

@@ -78,3 +78,25 @@ def test_silence_is_found_in_event_time_once_and_again_after_a_return() -> None:
     scorer.score(0, _at("b", 460), meta)
     silent = scorer.find_silent(meta)
     assert [(s.sensor_id, s.last_ts_us) for s in silent] == [("a", (_EPOCH + 270) * 1_000_000)]
+
+
+def test_a_snapshot_holds_the_states_of_its_moment_however_late_it_is_serialised() -> None:
+    meta = {s: SensorMeta(None, None, 60) for s in ("a", "b")}
+    values = [20.0 + (i % 7) / 10 for i in range(150)]
+    before = Scorer(DetectorSettings())
+    for sensor in ("a", "b"):
+        before.score(0, _batch(sensor, values[:100]), meta)
+    expected = before.take_dirty(0)
+
+    scorer = Scorer(DetectorSettings())
+    for sensor in ("a", "b"):
+        scorer.score(0, _batch(sensor, values[:100]), meta)
+    snapshot = scorer.begin_snapshot(0)
+    assert scorer.serialise(snapshot, budget=0) is False
+    later = _batch("a", values[100:])
+    later["ts_us"] = [(100 + i) * 60_000_000 for i in range(50)]
+    scorer.score(0, later, meta)  # "a" moves on before its state was serialised
+    assert scorer.serialise(snapshot) is True
+    assert snapshot.states == expected
+    # The readings after the snapshot's moment are in the next one.
+    assert set(scorer.take_dirty(0)) == {"a"}
