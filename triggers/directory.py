@@ -44,6 +44,10 @@ LEFT JOIN job_templates AS jt ON jt.id = t.work_order_template_id
 WHERE t.is_active
 """
 
+# The active triggers' versions only: when they are the ones already loaded, a refresh
+# stops here (10,000 full rows with their conditions took 0.3 s to load every 5 s).
+_VERSIONS: Final = "SELECT id::text, updated_at FROM automated_service_triggers WHERE is_active"
+
 _SENSORS: Final = """
 SELECT s.id::text, ce.company_id::text, s.customer_equipment_id::text, s.sensor_number,
        s.sensor_type::text, s.sampling_interval_seconds, s.alert_threshold_min::float8,
@@ -141,11 +145,15 @@ async def load_directory(
 ) -> Directory:
     """Load every active trigger and the sensors it applies to.
 
-    With `previous`, a trigger version already parsed is reused, and the sensors
+    With `previous`, nothing is reloaded when no active trigger changed (unless
+    `reload_sensors`: sensors, and the tenant checks that join them, are reloaded
+    then); else a trigger version already parsed is reused, and the sensors
     are reused too unless `reload_sensors` or the triggers now watch sensors
     (or fleets) that `previous` did not load: a 100,000-sensor fleet is then one
     cheap query per refresh instead of two large ones.
     """
+    if previous is not None and not reload_sensors and await _unchanged(conn, previous):
+        return previous
     directory = Directory()
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_TRIGGERS)
@@ -182,6 +190,14 @@ async def load_directory(
         if mine:
             directory.by_sensor[sensor.sensor_id] = tuple(mine)
     return directory
+
+
+async def _unchanged(conn: psycopg.AsyncConnection[Any], previous: Directory) -> bool:
+    """True when the active triggers are exactly the versions `previous` loaded."""
+    async with conn.cursor() as cur:
+        await cur.execute(_VERSIONS)
+        versions = {r[0]: _version(r[1]) for r in await cur.fetchall()}
+    return versions == previous.versions
 
 
 _AuditRow: TypeAlias = tuple[str, str, str, str, bool, str | None, dict[str, object], int]

@@ -116,6 +116,38 @@ async def test_directory_loads_valid_triggers_and_audits_rejections_once(
         assert "tenant_mismatch" in str(rows[0][2])
 
 
+async def test_a_refresh_reloads_only_what_changed(schema_database: DatabaseSettings) -> None:
+    a = register_tenant(schema_database, "A", ["a1"])
+    with psycopg.connect(conninfo(schema_database), autocommit=True) as conn:
+        trigger = _trigger(
+            conn,
+            company=a.company_id,
+            sensor=a.sensors["a1"],
+            kind="threshold_exceeded",
+            conditions={"above": 80},
+        )
+    async with await psycopg.AsyncConnection.connect(
+        conninfo(schema_database), autocommit=True
+    ) as conn:
+        first = await load_directory(conn)
+        # Nothing changed: the same directory, not a reload.
+        assert await load_directory(conn, first, reload_sensors=False) is first
+        await conn.execute(
+            "UPDATE automated_service_triggers SET trigger_conditions = %s WHERE id = %s",
+            (json.dumps({"above": 95}), trigger),
+        )
+        changed = await load_directory(conn, first, reload_sensors=False)
+        assert changed is not first
+        assert changed.versions[trigger] != first.versions[trigger]
+        assert changed.triggers[trigger].condition != first.triggers[trigger].condition
+        # A sensor reload is a full load even when no trigger changed.
+        assert await load_directory(conn, changed, reload_sensors=True) is not changed
+        await conn.execute(
+            "UPDATE automated_service_triggers SET is_active = false WHERE id = %s", (trigger,)
+        )
+        assert trigger not in (await load_directory(conn, changed, reload_sensors=False)).triggers
+
+
 async def test_store_writes_each_incident_once_and_keeps_feedback(  # noqa: PLR0915 - one story
     schema_database: DatabaseSettings,
 ) -> None:
