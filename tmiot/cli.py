@@ -23,6 +23,7 @@ from tmiot.config import Settings, load_settings
 from tmiot.db import apply_schema, create_database_if_missing
 from tmiot.errors import ConfigError, TmiotError, leaves
 from tmiot.logs import configure_logging
+from tmiot.replay import configure_parsers as configure_replay_parsers
 from tmiot.runtime import tune_process
 from tmiot.services import ServiceManager
 from tmiot.simulate import command as simulate_command
@@ -187,6 +188,8 @@ def _parser() -> argparse.ArgumentParser:
         "(runs until stopped)",
     )
     triggers.set_defaults(handler=_triggers)
+
+    configure_replay_parsers(sub)
 
     for name, issue, text in (("demo", 6, "run the whole pipeline end to end with a live view"),):
         cmd = sub.add_parser(name, help=f"{text} (issue #{issue})")
