@@ -86,6 +86,10 @@ bench-ingest: install ## Ingest vs a bare MQTT subscriber, side by side -> bench
 bench-stream: install ## Stream worker vs a bare consume-and-write loop, memory per sensor -> bench/results/stream.{md,json}
 	$(BIN)/python bench/bench_stream.py
 
+.PHONY: bench-replay
+bench-replay: install ## tmiot replay --fast of a 1M-record recording vs a bare producer loop -> bench/results/replay.{md,json}
+	$(BIN)/python bench/bench_replay.py
+
 .PHONY: bench-triggers
 bench-triggers: install ## Trigger evaluation rate vs bare, MQTT-to-work-order latency at 5k readings/s -> bench/results/triggers.{md,json}
 	$(BIN)/python bench/bench_triggers.py
