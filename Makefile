@@ -86,6 +86,14 @@ bench-ingest: install ## Ingest vs a bare MQTT subscriber, side by side -> bench
 bench-stream: install ## Stream worker vs a bare consume-and-write loop, memory per sensor -> bench/results/stream.{md,json}
 	$(BIN)/python bench/bench_stream.py
 
+.PHONY: golden
+golden: install ## Regenerate tests/golden/expected.json from a replay of the golden recording (on purpose)
+	TMIOT_GOLDEN_UPDATE=1 $(BIN)/python -m pytest -q -rs tests/integration/test_golden_replay.py
+
+.PHONY: golden-recording
+golden-recording: install ## Rewrite the golden fleet's recording (tests/golden/fleet.tmrec.gz), then run `make golden`
+	$(BIN)/python -m tests.golden.fleet
+
 .PHONY: bench-replay
 bench-replay: install ## tmiot replay --fast of a 1M-record recording vs a bare producer loop -> bench/results/replay.{md,json}
 	$(BIN)/python bench/bench_replay.py

@@ -24,8 +24,10 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tmiot.config import DatabaseSettings, MqttSettings
+from tmiot.config import DatabaseSettings, KafkaSettings, MqttSettings
 from tmiot.db import conninfo
+from tmiot.kafka import ensure_topics
+from tmiot.replay import replay
 
 PARTITIONS = 4
 
@@ -173,6 +175,15 @@ class PipelineRig:
         finally:
             await consumer.stop()
         return values
+
+    async def replay(self, recording: Path) -> int:
+        """Replay a recording of ``sensor.readings.raw`` onto the test's raw topic, at once."""
+        kafka = KafkaSettings(bootstrap_servers=self.bootstrap, partitions=PARTITIONS)
+        await ensure_topics(kafka, [self.topic("raw")])
+        count, _ = await replay(
+            kafka, recording, topic_map={"sensor.readings.raw": self.topic("raw")}, speed=None
+        )
+        return count
 
     async def send(self, kind: str, value: bytes, key: bytes | None = None) -> None:
         """Produce one record to one of the test's topics."""
