@@ -60,7 +60,8 @@ class Recorded:
 
 def _open(path: Path, mode: str) -> IO[bytes]:
     if path.suffix == ".gz":
-        return cast("IO[bytes]", gzip.GzipFile(path, mode + "b", compresslevel=3))
+        # mtime 0: the same records make the same file (golden recordings stay put in git).
+        return cast("IO[bytes]", gzip.GzipFile(path, mode + "b", compresslevel=3, mtime=0))
     return path.open(mode + "b", buffering=1 << 20)
 
 

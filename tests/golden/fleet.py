@@ -14,16 +14,13 @@ import uuid
 from pathlib import Path
 from typing import Final
 
-import numpy as np
 import psycopg
-from pydantic_core import to_json
 
-from ingest.sensors import partition_for
 from tmiot.config import DatabaseSettings
 from tmiot.db import conninfo
-from tmiot.events import RAW_SCHEMA, SCHEMA_HEADER
-from tmiot.recording import Recorded, RecordingWriter
-from tmiot.simulate.signals import PROFILES, SignalBank, inject, schedule_anomalies, to_ms
+from tmiot.simulate.fleet import Fleet, SimSensor
+from tmiot.simulate.recording import record_fleet
+from tmiot.simulate.signals import PROFILES, schedule_anomalies
 
 HERE: Final = Path(__file__).parent
 RECORDING: Final = HERE / "fleet.tmrec.gz"
@@ -101,52 +98,25 @@ def register(db: DatabaseSettings) -> None:
             )
 
 
+def golden_fleet() -> Fleet:
+    """The golden sensors as a simulator fleet (bank index = position in TYPES)."""
+    return Fleet(
+        COMPANY,
+        SEED,
+        tuple(
+            SimSensor(i, SENSORS[t.value], f"gold-{t.value}", f"GOLD-{t.value}", t, PROFILES[t])
+            for i, t in enumerate(TYPES)
+        ),
+    )
+
+
 def write_recording(path: Path = RECORDING) -> int:
     """Simulate the fleet and write its raw records; how many readings."""
-    bank = SignalBank.build([PROFILES[t] for t in TYPES], seed=SEED, origin=START)
-    injections = schedule_anomalies(bank, seed=SEED, start=START, end=END, count=5)
-    sensors, t_ms = bank.sample_times(to_ms(START), to_ms(END), np.arange(len(TYPES)))
-    sensors, t_ms, values = inject(bank, sensors, t_ms, bank.values(sensors, t_ms), injections)
-    order = np.lexsort((sensors, t_ms))
-    parts: dict[int, list[tuple[str, int, float]]] = {}
-    for i in order.tolist():
-        sensor_id = SENSORS[TYPES[int(sensors[i])].value]
-        parts.setdefault(partition_for(sensor_id, PARTITIONS), []).append(
-            (sensor_id, int(t_ms[i]) * 1000, float(values[i]))
-        )
-    offsets = dict.fromkeys(parts, 0)
-    with RecordingWriter(path) as out:
-        for p, rows in sorted(parts.items()):
-            for k in range(0, len(rows), 200):
-                chunk = rows[k : k + 200]
-                n = len(chunk)
-                value = to_json(
-                    {
-                        "v": 1,
-                        "sensor_id": [r[0] for r in chunk],
-                        "company_id": [COMPANY] * n,
-                        "ts_us": [r[1] for r in chunk],
-                        "value": [r[2] for r in chunk],
-                        "unit": [None] * n,
-                        "quality_score": [None] * n,
-                        "ambient_temperature": [None] * n,
-                        "ambient_humidity": [None] * n,
-                        "weather_conditions": [None] * n,
-                        "received_us": [r[1] for r in chunk],
-                    }
-                )
-                out.write(
-                    Recorded(
-                        "sensor.readings.raw",
-                        p,
-                        offsets[p],
-                        chunk[-1][1] // 1000,
-                        None,
-                        value,
-                        ((SCHEMA_HEADER, RAW_SCHEMA),),
-                    )
-                )
-                offsets[p] += 1
+    fleet = golden_fleet()
+    injections = schedule_anomalies(fleet.bank(START), seed=SEED, start=START, end=END, count=5)
+    readings = record_fleet(
+        path, fleet, start=START, end=END, injections=injections, partitions=PARTITIONS
+    )
     INJECTIONS.write_text(
         json.dumps(
             [
@@ -162,7 +132,7 @@ def write_recording(path: Path = RECORDING) -> int:
         )
         + "\n"
     )
-    return len(t_ms)
+    return readings
 
 
 if __name__ == "__main__":

@@ -12,11 +12,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ingest.sensors import partition_for
 from ingest.service import IngestService
 from tests.fix_ingest import Record, consume_until, ingest_settings, running
 from tmiot.config import DatabaseSettings, MqttSettings
 from tmiot.db import conninfo
-from tmiot.events import decode_reading_batch, reading_rows
+from tmiot.events import RAW_SCHEMA, SCHEMA_HEADER, decode_reading_batch, reading_rows
+from tmiot.recording import read_recording
 from tmiot.simulate import (
     AnomalyType,
     PublishOptions,
@@ -143,3 +145,42 @@ def test_simulate_command_writes_ground_truth_of_every_type(
     assert {a.anomaly_type for a in labels} == set(AnomalyType)
     now = dt.datetime.now(dt.UTC)
     assert all(a.start < a.end <= now for a in labels)
+
+
+def test_simulate_record_writes_raw_records_of_the_registered_fleet(
+    schema_database: DatabaseSettings, tmp_path: Path
+) -> None:
+    recording = tmp_path / "fleet.tmrec.gz"
+    env = {
+        "TMIOT_DATABASE__URL": schema_database.url,
+        "TMIOT_KAFKA__PARTITIONS": "4",
+        "TMIOT_LOG__FORMAT": "json",
+        "PATH": str(Path(sys.executable).parent),
+    }
+    args = ["--sensors", "12", "--readings", "3000", "--anomalies", "5", "--seed", "9"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tmiot.cli", "simulate", *args, "--record", str(recording)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    records = list(read_recording(recording))
+    batches = [decode_reading_batch(r.value or b"") for r in records]
+    readings = sum(len(b["sensor_id"]) for b in batches)
+    assert f"recorded {readings} readings of 12 sensors" in done.stdout
+    assert readings >= 3000
+    with psycopg.connect(conninfo(schema_database)) as conn:
+        registered = {str(r[0]) for r in conn.execute("SELECT id FROM equipment_sensors")}
+    seen: dict[str, list[int]] = {}
+    for record, batch in zip(records, batches, strict=True):
+        assert record.topic == "sensor.readings.raw"
+        assert dict(record.headers)[SCHEMA_HEADER] == RAW_SCHEMA
+        for sensor, ts in zip(batch["sensor_id"], batch["ts_us"], strict=True):
+            assert partition_for(sensor, 4) == record.partition
+            seen.setdefault(sensor, []).append(ts)
+    assert set(seen) <= registered
+    assert len(seen) == 12
+    assert all(times == sorted(times) for times in seen.values())

@@ -6,6 +6,7 @@ Examples::
 
     tmiot simulate --sensors 50 --duration 60 --time-scale 1440   # a day in a minute
     tmiot simulate --sensors 1000 --readings 100000 --rate 0 --batch-size 100
+    tmiot simulate --sensors 500 --readings 1000000 --record fleet.tmrec.gz  # for `tmiot replay`
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tmiot.config import Settings
 from tmiot.simulate.fleet import load_fleet, register_fleet
 from tmiot.simulate.ground_truth import ground_truth, write_ground_truth
 from tmiot.simulate.publisher import PublishOptions, publish_fleet, simulated_window
+from tmiot.simulate.recording import record_fleet
 from tmiot.simulate.signals import schedule_anomalies
 
 __all__ = ["configure_parser", "run"]
@@ -79,6 +81,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="write sensor_id,device_id,timestamp of every published reading",
     )
     add("--no-register", action="store_true", help="use the fleet registered earlier")
+    add(
+        "--record",
+        type=Path,
+        metavar="PATH",
+        help="write the readings as a recording of sensor.readings.raw (for `tmiot replay`) "
+        "instead of publishing them over MQTT",
+    )
 
 
 def _options(args: argparse.Namespace, settings: Settings) -> PublishOptions:
@@ -131,6 +140,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.ground_truth is not None:
         # Written first so that an interrupted run still leaves its labels.
         write_ground_truth(args.ground_truth, ground_truth(fleet, injections))
+    if args.record is not None:
+        readings = record_fleet(
+            args.record,
+            fleet,
+            start=window.start,
+            end=window.end,
+            injections=injections,
+            partitions=settings.kafka.partitions,
+        )
+        truth = ground_truth(fleet, injections)
+        if args.ground_truth is not None:
+            write_ground_truth(args.ground_truth, truth)
+        print(  # noqa: T201 - the command's output
+            f"recorded {readings} readings of {len(fleet.sensors)} sensors of company"
+            f" {fleet.company_id} to {args.record}, simulated {window.start:%Y-%m-%d %H:%M} to"
+            f" {window.end:%Y-%m-%d %H:%M} UTC, {len(truth)} anomalies"
+        )
+        return EXIT_OK
     result = asyncio.run(
         publish_fleet(settings.mqtt, fleet, options, window=window, injections=injections)
     )
