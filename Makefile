@@ -73,10 +73,8 @@ db-init: install ## Apply schema.sql to the configured database (idempotent)
 	$(BIN)/tmiot db init
 
 .PHONY: demo
-demo: install ## Run the whole pipeline end to end on embedded defaults (ingest, stream, simulator)
-	$(BIN)/tmiot services up
-	$(BIN)/tmiot db init
-	BIN=$(BIN) tools/demo.sh
+demo: install ## The whole pipeline on embedded defaults: live view, summary, pictures (DEMO_ARGS="--duration 120")
+	$(BIN)/tmiot demo $(DEMO_ARGS)
 
 .PHONY: bench-ingest
 bench-ingest: install ## Ingest vs a bare MQTT subscriber, side by side -> bench/results/ingest.{md,json}

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from stream import evaluate as evaluate_command
 from tmiot.config import Settings, load_settings
 from tmiot.db import apply_schema, create_database_if_missing
+from tmiot.demo import command as demo_command
 from tmiot.errors import ConfigError, TmiotError, leaves
 from tmiot.logs import configure_logging
 from tmiot.replay import configure_parsers as configure_replay_parsers
@@ -33,7 +34,6 @@ __all__ = ["main"]
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
-EXIT_NOT_YET: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -116,13 +116,11 @@ def _triggers(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_until_signalled(service.run()))
 
 
-def _not_yet(issue: int, what: str) -> Handler:
-    def handler(args: argparse.Namespace, settings: Settings) -> int:
-        del args, settings
-        print(f"`tmiot {what}` arrives with issue #{issue}; it is not built yet.", file=sys.stderr)
-        return EXIT_NOT_YET
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: matplotlib and rich are only needed by this command.
+    from tmiot.demo import run as demo_run  # noqa: PLC0415
 
-    return handler
+    return demo_run.run(args, settings)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,9 +189,14 @@ def _parser() -> argparse.ArgumentParser:
 
     configure_replay_parsers(sub)
 
-    for name, issue, text in (("demo", 6, "run the whole pipeline end to end with a live view"),):
-        cmd = sub.add_parser(name, help=f"{text} (issue #{issue})")
-        cmd.set_defaults(handler=_not_yet(issue, name))
+    demo = sub.add_parser(
+        "demo",
+        help="the whole pipeline on the local services: live view, summary, pictures",
+        description=demo_command.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo_command.configure_parser(demo)
+    demo.set_defaults(handler=_demo)
     return parser
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tmiot.cli import EXIT_NOT_YET, EXIT_USAGE, main
+from tmiot.cli import EXIT_USAGE, main
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,8 @@ from tmiot.cli import EXIT_NOT_YET, EXIT_USAGE, main
         ["simulate"],
         ["demo"],
         ["evaluate"],
+        ["record"],
+        ["replay"],
     ],
 )
 def test_help_of_every_command(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,8 +41,3 @@ def test_invalid_configuration_exits_2_naming_the_setting(
     monkeypatch.setenv("TMIOT_MQTT__PORT", "0")
     assert main(["services", "status"]) == EXIT_USAGE
     assert "mqtt.port (env TMIOT_MQTT__PORT)" in capsys.readouterr().err
-
-
-def test_commands_of_later_issues_say_so(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == EXIT_NOT_YET
-    assert "issue #6" in capsys.readouterr().err
