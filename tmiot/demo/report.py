@@ -89,7 +89,8 @@ class Summary:
         if self.latency_ms:
             lat = self.latency_ms
             out.append(
-                "publish -> work order (ms): " + ", ".join(f"{k} {v:,.0f}" for k, v in lat.items())
+                "publish -> work order (ms; publish time from the simulator's pace): "
+                + ", ".join(f"{k} {v:,.0f}" for k, v in lat.items())
             )
         return out
 
