@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -116,6 +117,37 @@ def _triggers(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_until_signalled(service.run()))
 
 
+def _backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from triggers.backtest import backtest  # noqa: PLC0415 - only this command needs it
+
+    reports = asyncio.run(
+        backtest(
+            settings,
+            company=args.company,
+            since=args.since,
+            until=args.until,
+            numbers=args.trigger,
+            rescore=args.rescore,
+            warmup=dt.timedelta(hours=args.warmup_hours),
+        )
+    )
+    print(
+        f"backtest {args.since:%Y-%m-%d %H:%M} to {args.until:%Y-%m-%d %H:%M} UTC, nothing written:"
+    )
+    for report in reports:
+        print("  " + report.line())
+        for first in report.first:
+            print("      " + first)
+    if not reports:
+        print("  no trigger of this company matches")
+    return EXIT_OK
+
+
+def _utc(text: str) -> dt.datetime:
+    at = dt.datetime.fromisoformat(text)
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: matplotlib and rich are only needed by this command.
     from tmiot.demo import run as demo_run  # noqa: PLC0415
@@ -188,6 +220,24 @@ def _parser() -> argparse.ArgumentParser:
     triggers.set_defaults(handler=_triggers)
 
     configure_replay_parsers(sub)
+
+    backtest = sub.add_parser(
+        "backtest",
+        help="what a company's triggers would have done over stored readings (writes nothing)",
+    )
+    backtest.add_argument("--company", required=True, help="company id")
+    backtest.add_argument("--since", type=_utc, required=True, help="range start (ISO 8601)")
+    backtest.add_argument("--until", type=_utc, required=True, help="range end (ISO 8601)")
+    backtest.add_argument(
+        "--trigger", action="append", metavar="NUMBER", help="only these trigger numbers (repeat)"
+    )
+    backtest.add_argument(
+        "--rescore", action="store_true", help="score the readings again with the detectors first"
+    )
+    backtest.add_argument(
+        "--warmup-hours", type=float, default=24.0, help="detector warm-up before --since"
+    )
+    backtest.set_defaults(handler=_backtest)
 
     demo = sub.add_parser(
         "demo",

@@ -41,7 +41,7 @@ FROM automated_service_triggers AS t
 LEFT JOIN equipment_sensors AS s ON s.id = t.sensor_id
 LEFT JOIN customer_equipment AS ce ON ce.id = s.customer_equipment_id
 LEFT JOIN job_templates AS jt ON jt.id = t.work_order_template_id
-WHERE t.is_active
+WHERE t.is_active OR %(inactive_too)s
 """
 
 # The active triggers' versions only: when they are the ones already loaded, a refresh
@@ -142,8 +142,9 @@ async def load_directory(
     previous: Directory | None = None,
     *,
     reload_sensors: bool = True,
+    include_inactive: bool = False,
 ) -> Directory:
-    """Load every active trigger and the sensors it applies to.
+    """Load every active trigger (every one with `include_inactive`) and its sensors.
 
     With `previous`, nothing is reloaded when no active trigger changed (unless
     `reload_sensors`: sensors, and the tenant checks that join them, are reloaded
@@ -156,7 +157,7 @@ async def load_directory(
         return previous
     directory = Directory()
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_TRIGGERS)
+        await cur.execute(_TRIGGERS, {"inactive_too": include_inactive})
         while rows := await cur.fetchmany(_CHUNK // 5):  # 10,000 triggers took 0.3 s
             await asyncio.sleep(0)
             _parse(rows, previous, directory)
