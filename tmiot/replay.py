@@ -4,8 +4,8 @@ Engineers record real traffic (a topic, or a time range of it) and replay it ont
 the same or another topic, at its original pace, faster, or as fast as Kafka
 takes it, to test a change against what the fleet really sent.
 
-- ``record`` reads each partition from the start (or from ``--since``) up to the
-  end offsets it found when it started (or ``--until``), and writes every record
+- ``record`` reads each partition from the start (or from ``--since``) until it has
+  caught up with the partition's end (or passed ``--until``), and writes every record
   with its topic, partition, offset, timestamp, key, value and headers.
 - ``replay`` produces them back in the recorded order, on their recorded
   partition when the target topic has it (else by key), with the records'
@@ -126,12 +126,15 @@ async def record(  # noqa: PLR0913 - one keyword per option of the command
         **client_options(kafka),
         group_id=None,
         enable_auto_commit=False,
+        # Earliest: the fetcher starts as soon as partitions are assigned, before the
+        # seek below; from "latest" it skipped a partition's first records on tansu.
+        auto_offset_reset="earliest",
         max_partition_fetch_bytes=kafka.max_request_bytes,
     )
     await consumer.start()
     try:
         end = await _assign(consumer, topics, since)
-        remaining = {tp for tp in end if await consumer.position(tp) < end[tp]}
+        remaining = set(end)  # the first fetch of each partition tells where it ends
         with RecordingWriter(out) as writer:
             progress = await _drain(
                 consumer, end, remaining, window=_Window(since, until), writer=writer, limit=limit
@@ -154,23 +157,26 @@ async def _drain(  # noqa: PLR0913 - the recording's whole state
     limit: int | None,
 ) -> _Progress:
     progress = _Progress("recording")
-    settled: set[TopicPartition] = set()
+    quiet: dict[TopicPartition, int] = dict.fromkeys(remaining, 0)
     while remaining and writer.count != limit:
         batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=10_000)
+        for tp in remaining:
+            # ListOffsets only gave a lower bound: tansu answers it (and some fetches'
+            # high watermark) with the last batch's base offset, short of its records.
+            end[tp] = max(end[tp], consumer.highwater(tp) or 0)
         for tp, messages in batch.items():
-            if tp not in settled:
-                # The fetch's high watermark, once: tansu answers ListOffsets with the
-                # last batch's base offset + 1, short of that batch's last records.
-                end[tp] = max(end[tp], consumer.highwater(tp) or 0)
-                settled.add(tp)
             for m in messages:
-                if m.offset >= end[tp] or window.after(m) or writer.count == limit:
+                if window.after(m) or writer.count == limit:
                     remaining.discard(tp)
                     break
                 if not window.before(m):
                     writer.write(_recorded(m))
                     progress.step()
-            if messages and messages[-1].offset + 1 >= end[tp]:
+        for tp in list(remaining):
+            # Done once past the end and two fetches in a row brought nothing new.
+            caught_up = not batch.get(tp) and await consumer.position(tp) >= end[tp]
+            quiet[tp] = quiet[tp] + 1 if caught_up else 0
+            if quiet[tp] >= 2:  # noqa: PLR2004 - two quiet fetches
                 remaining.discard(tp)
     return progress
 
