@@ -293,19 +293,7 @@ async def _pipeline(  # noqa: C901, PLR0915 - one linear scenario, read top to b
         # Topics first, with their partitions: a consumer that came first would
         # auto-create one with the broker's default instead.
         kafka_settings = KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS)
-        t = kafka_settings.topics
-        await ensure_topics(
-            kafka_settings,
-            [
-                t.readings_raw,
-                t.readings_scored,
-                t.readings_deadletter,
-                t.sensor_status,
-                t.workorders_requested,
-                t.workorders_outcomes,
-                t.notifications_requested,
-            ],
-        )
+        await ensure_topics(kafka_settings, kafka_settings.topics.names())
         companies, devices, watched = _register(db, args.sensors, args.triggers)
         suffix = uuid.uuid4().hex[:6]
         env = _env(db, bootstrap, args.mqtt_port, suffix)

@@ -112,6 +112,10 @@ class TopicSettings(_Group):
     workorders_outcomes: str = "workorders.outcomes"
     notifications_requested: str = "notifications.requested"
 
+    def names(self) -> list[str]:
+        """Every topic of the pipeline."""
+        return [str(v) for v in self.model_dump().values()]
+
 
 class KafkaSettings(_Group):
     """Connection to Kafka (the embedded tansu broker locally, a cluster in production)."""

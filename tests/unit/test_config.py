@@ -111,3 +111,11 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(ValueError, match="frozen"):
         s.mqtt.port = 1  # type: ignore[misc]
+
+
+def test_topic_names_are_every_topic_setting() -> None:
+    from tmiot.config import TopicSettings  # noqa: PLC0415 - this test's subject only
+
+    topics = TopicSettings(readings_raw="raw.x")
+    assert topics.names()[0] == "raw.x"
+    assert len(topics.names()) == len(TopicSettings.model_fields) == len(set(topics.names()))

@@ -261,19 +261,7 @@ async def _demo(args: argparse.Namespace, settings: Settings, console: Console) 
         console.print("    " + status.line())
     create_database_if_missing(settings.database)
     apply_schema(settings.database)
-    t = settings.kafka.topics
-    await ensure_topics(
-        settings.kafka,
-        [
-            t.readings_raw,
-            t.readings_scored,
-            t.readings_deadletter,
-            t.sensor_status,
-            t.workorders_requested,
-            t.workorders_outcomes,
-            t.notifications_requested,
-        ],
-    )
+    await ensure_topics(settings.kafka, settings.kafka.topics.names())
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     fleet = register_fleet(
         settings.database, sensors=args.sensors, seed=args.seed, company_name=f"Demo Co {stamp}"
