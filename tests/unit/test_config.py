@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tmiot.config import KafkaSecurityProtocol, LogFormat, Settings, load_settings
+from tmiot.config import KafkaSecurityProtocol, LogFormat, Settings, TopicSettings, load_settings
 from tmiot.errors import ConfigError
 
 
@@ -114,8 +114,6 @@ def test_settings_are_frozen() -> None:
 
 
 def test_topic_names_are_every_topic_setting() -> None:
-    from tmiot.config import TopicSettings  # noqa: PLC0415 - this test's subject only
-
     topics = TopicSettings(readings_raw="raw.x")
     assert topics.names()[0] == "raw.x"
     assert len(topics.names()) == len(TopicSettings.model_fields) == len(set(topics.names()))
