@@ -24,6 +24,7 @@ from typing import Any, Final
 import psycopg
 
 from stream.scoring import Scorer, SensorMeta
+from stream.sink import ReadingsSink
 from tmiot.config import Settings
 from tmiot.db import conninfo
 from tmiot.events import ReadingBatch, from_us, to_us
@@ -50,12 +51,6 @@ _RECORDED: Final = """
 SELECT trigger_id::text, sensor_id::text, opened_at, outcome
 FROM trigger_incidents
 WHERE trigger_id = ANY(%(triggers)s::uuid[]) AND opened_at >= %(since)s AND opened_at < %(until)s
-"""
-
-_META: Final = """
-SELECT id::text, alert_threshold_min::float8, alert_threshold_max::float8,
-       sampling_interval_seconds
-FROM equipment_sensors WHERE id = ANY(%(sensors)s::uuid[])
 """
 
 
@@ -150,10 +145,10 @@ async def backtest(  # noqa: PLR0913 - one keyword per option of the command
             for t in directory.triggers.values()
         }
         sensors = list(directory.by_sensor)
-        meta = {
-            str(r[0]): SensorMeta(r[1], r[2], int(r[3]))
-            for r in await (await conn.execute(_META, {"sensors": sensors})).fetchall()
-        }
+        meta: dict[str, SensorMeta] = {}
+        if rescore:  # the stream's own lookup of what its detectors need
+            async with ReadingsSink(settings.database) as sink:
+                meta = await sink.sensor_meta(sensors)
         evaluator = Evaluator(
             lateness_seconds=settings.triggers.lateness_seconds,
             backfill_horizon_seconds=_NEVER_HISTORICAL,
