@@ -28,6 +28,7 @@ from rich.table import Table
 from tmiot.config import Settings
 from tmiot.db import apply_schema, conninfo, create_database_if_missing
 from tmiot.demo.report import Reading, WorkOrder, summarise, write_pictures
+from tmiot.errors import ServiceError
 from tmiot.kafka import client_options, ensure_topics
 from tmiot.services import ServiceManager
 from tmiot.simulate.fleet import Fleet, register_fleet
@@ -101,7 +102,7 @@ def _register_triggers(settings: Settings, fleet: Fleet) -> None:
                 )
 
 
-def _start(settings: Settings, out: Path, horizon_s: float) -> dict[str, subprocess.Popen[bytes]]:
+def _start(out: Path, horizon_s: float) -> dict[str, subprocess.Popen[bytes]]:
     procs = {}
     for command, port in PORTS.items():
         env = {
@@ -119,7 +120,6 @@ def _start(settings: Settings, out: Path, horizon_s: float) -> dict[str, subproc
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
             )
-    del settings
     return procs
 
 
@@ -133,6 +133,25 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+async def _started(
+    out: Path, procs: dict[str, subprocess.Popen[bytes]], ready: asyncio.Event
+) -> None:
+    """Until ingest has subscribed, triggers have loaded and our consumer is positioned."""
+    signs = {"ingest": "mqtt subscribed", "triggers": "triggers started"}
+    deadline = time.monotonic() + 60
+    while signs or not ready.is_set():
+        for name in list(signs):
+            if signs[name] in (out / f"{name}.log").read_text(errors="replace"):
+                del signs[name]
+        if any(p.poll() is not None for p in procs.values()):
+            msg = f"a service exited during start-up; see {out}/*.log"
+            raise ServiceError(msg, service="demo")
+        if time.monotonic() > deadline:
+            msg = f"not started after 60 s: {', '.join(signs) or 'the demo consumer'}"
+            raise ServiceError(msg, service="demo")
+        await asyncio.sleep(0.2)
 
 
 def _metrics(port: int) -> dict[str, float]:
@@ -198,7 +217,9 @@ def _view(
     return table
 
 
-async def _consume(settings: Settings, seen: _Seen, stop: asyncio.Event) -> None:
+async def _consume(
+    settings: Settings, company: str, seen: _Seen, ready: asyncio.Event, stop: asyncio.Event
+) -> None:
     topics = settings.kafka.topics
     consumer = AIOKafkaConsumer(
         topics.workorders_requested,
@@ -210,14 +231,19 @@ async def _consume(settings: Settings, seen: _Seen, stop: asyncio.Event) -> None
     )
     await consumer.start()
     try:
+        for tp in consumer.assignment():
+            await consumer.position(tp)  # "latest" is resolved now, before anything is published
+        ready.set()
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200)
             now = time.time()
             for tp, records in batch.items():
                 for r in records:
                     if tp.topic == topics.workorders_requested:
-                        seen.work_orders.append(json.loads(r.value or b"{}"))
-                        seen.received.append(now)
+                        order = json.loads(r.value or b"{}")
+                        if order.get("company_id") == company:  # not an earlier demo's
+                            seen.work_orders.append(order)
+                            seen.received.append(now)
                     elif r.value and b'"missing"' in r.value:
                         v = json.loads(r.value)
                         for sensor, ts, kind in zip(
@@ -290,14 +316,15 @@ async def _demo(args: argparse.Namespace, settings: Settings, console: Console) 
     truth = ground_truth(fleet, injections)
     write_ground_truth(out / "ground_truth.csv", truth)
     span = (window.end - window.start).total_seconds()
-    procs = _start(settings, out, horizon_s=span + 3600)
+    procs = _start(out, horizon_s=span + 3600)
     seen = _Seen()
     stop = asyncio.Event()
-    consumer = asyncio.create_task(_consume(settings, seen, stop))
+    ready = asyncio.Event()
+    consumer = asyncio.create_task(_consume(settings, fleet.company_id, seen, ready, stop))
     published = 0
     try:
         console.print(f"[bold]3/5[/] ingest, stream, triggers started (logs in {out}/)")
-        await asyncio.sleep(6)  # subscriptions, group joins, the first trigger load
+        await _started(out, procs, ready)
         started = time.time()
         logging.getLogger("tmiot.simulate.publisher").setLevel(logging.WARNING)  # the view shows it
         publisher = asyncio.create_task(
