@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from typing import Any
 
 import pytest
 
 from tests.fix_pipeline import PipelineRig
 from tests.golden import fleet
+from tmiot.events import decode_reading_batch
+from tmiot.recording import read_recording
 
 pytestmark = pytest.mark.kafka
 
@@ -62,27 +65,26 @@ async def test_a_replayed_fleet_gives_the_stored_scores_and_work_orders(
     rig = pipeline_rig
     fleet.register(rig.db)
     expected = None if UPDATE else json.loads(EXPECTED.read_text())
-    total = await rig.replay(fleet.RECORDING)
-    assert total > 0
+    readings = sum(
+        len(decode_reading_batch(r.value or b"")["sensor_id"])
+        for r in read_recording(fleet.RECORDING)
+    )
+    assert await rig.replay(fleet.RECORDING) > 0
     rig.start("stream", **ENV)
     rig.start("triggers", **ENV)
     await asyncio.to_thread(
-        rig.wait_rows,
-        "SELECT count(*) FROM sensor_readings",
-        expected["readings"] if expected else 1,
-        deadline_s=120,
+        rig.wait_rows, "SELECT count(*) FROM sensor_readings", readings, deadline_s=120
     )
     if expected is None:
-        # Regenerating: wait until the row count and the work orders stop changing.
-        seen = (-1, -1)
-        while True:
-            await asyncio.sleep(5)
-            rows = int(rig.query("SELECT count(*) FROM sensor_readings")[0][0])
-            orders = len(await rig.read_topic("wo", expect=10**6, deadline_s=1))
-            if (rows, orders) == seen:
+        # Regenerating: every reading is written; wait until the work orders stop coming.
+        orders, deadline = -1, time.monotonic() + 120
+        while time.monotonic() < deadline:
+            now = len(await rig.read_topic("wo", expect=orders + 1, deadline_s=5))
+            if now == orders:
                 break
-            seen = (rows, orders)
+            orders = now
         values = await rig.read_topic("wo", expect=orders)
+        rows = readings
         actual = {
             "readings": rows,
             "sensors": _scores(rig),
@@ -90,6 +92,7 @@ async def test_a_replayed_fleet_gives_the_stored_scores_and_work_orders(
         }
         EXPECTED.write_text(json.dumps(actual, indent=1) + "\n")
         pytest.skip(f"regenerated {EXPECTED} ({rows} readings, {orders} work orders)")
+    assert readings == expected["readings"], "the recording is not the one expected.json is of"
     values = await rig.read_topic("wo", expect=len(expected["work_orders"]))
     sensors = _scores(rig)
     for kind, want in expected["sensors"].items():
