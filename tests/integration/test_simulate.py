@@ -99,6 +99,18 @@ async def test_every_simulated_reading_reaches_kafka_in_order(
         assert times == sorted(times)
 
 
+def _simulate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`tmiot simulate ARGS` as a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "tmiot.cli", "simulate", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 @pytest.mark.kafka
 @pytest.mark.mqtt
 def test_simulate_command_writes_ground_truth_of_every_type(
@@ -112,32 +124,10 @@ def test_simulate_command_writes_ground_truth_of_every_type(
         "TMIOT_LOG__FORMAT": "json",
         "PATH": str(Path(sys.executable).parent),
     }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tmiot.cli",
-            "simulate",
-            "--sensors",
-            "40",
-            "--readings",
-            "20000",
-            "--rate",
-            "0",
-            "--batch-size",
-            "100",
-            "--anomalies",
-            "10",
-            "--seed",
-            "4",
-            "--ground-truth",
-            str(truth),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = _simulate(
+        env,
+        *("--sensors", "40", "--readings", "20000", "--rate", "0", "--batch-size", "100"),
+        *("--anomalies", "10", "--seed", "4", "--ground-truth", str(truth)),
     )
     assert done.returncode == 0, done.stderr
     assert "published 20000 readings" in done.stdout
@@ -158,14 +148,7 @@ def test_simulate_record_writes_raw_records_of_the_registered_fleet(
         "PATH": str(Path(sys.executable).parent),
     }
     args = ["--sensors", "12", "--readings", "3000", "--anomalies", "5", "--seed", "9"]
-    done = subprocess.run(
-        [sys.executable, "-m", "tmiot.cli", "simulate", *args, "--record", str(recording)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _simulate(env, *args, "--record", str(recording))
     assert done.returncode == 0, done.stderr
     records = list(read_recording(recording))
     batches = [decode_reading_batch(r.value or b"") for r in records]

@@ -161,12 +161,22 @@ def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
     assert set(kustomization["resources"]) == on_disk
 
 
+def _configmap_settings(
+    manifests: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    secret: str,
+) -> tuple[Settings, Path]:
+    """The ConfigMap's tmiot.toml as a file, loaded with every secret set to `secret`."""
+    toml = tmp_path / "tmiot.toml"
+    toml.write_text(manifests["ConfigMap/tmiot-config"]["data"]["tmiot.toml"])
+    return _settings_from(dict.fromkeys(SECRETS, secret), monkeypatch, toml), toml
+
+
 def test_the_configmap_settings_load_with_the_model(
     manifests: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    toml = tmp_path / "tmiot.toml"
-    toml.write_text(manifests["ConfigMap/tmiot-config"]["data"]["tmiot.toml"])
-    settings = _settings_from(dict.fromkeys(SECRETS, "from-the-secret"), monkeypatch, toml)
+    settings, toml = _configmap_settings(manifests, monkeypatch, tmp_path, "from-the-secret")
     assert settings.kafka.security_protocol.value == "SASL_SSL"
     assert settings.kafka.replication_factor == len(settings.kafka.bootstrap_list)
     assert settings.kafka.sasl_password is not None
@@ -212,9 +222,7 @@ def test_every_workload_reads_the_configmap_and_its_secrets(
 def test_workload_roles_ports_and_scale(
     manifests: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    toml = tmp_path / "tmiot.toml"
-    toml.write_text(manifests["ConfigMap/tmiot-config"]["data"]["tmiot.toml"])
-    settings = _settings_from(dict.fromkeys(SECRETS, "x"), monkeypatch, toml)
+    settings, _ = _configmap_settings(manifests, monkeypatch, tmp_path, "x")
     containers = _containers(manifests)
     for name in ("ingest", "stream", "triggers"):
         key = next(k for k in containers if k.endswith(f"/tmiot-{name}"))
