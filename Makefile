@@ -100,6 +100,10 @@ bench-replay: install ## tmiot replay --fast of a 1M-record recording vs a bare 
 bench-triggers: install ## Trigger evaluation rate vs bare, MQTT-to-work-order latency at 5k readings/s -> bench/results/triggers.{md,json}
 	$(BIN)/python bench/bench_triggers.py
 
+.PHONY: bench
+bench: install ## The whole pipeline vs the naive bridge and the stage limits, rising rates -> bench/results/e2e.{md,json,png} (BENCH_ARGS="--seconds 30")
+	$(BIN)/python -m bench.e2e $(BENCH_ARGS)
+
 NAB ?= ../shared/nab
 NAB_OUT := .tmiot/nab
 

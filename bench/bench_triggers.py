@@ -138,7 +138,7 @@ def _records(sensor_ids: list[str], readings: int, per_record: int) -> list[byte
             "sensor_id": ids,
             "company_id": [""] * n,
             "ts_us": ts,
-            "value": values,
+            "value": list[float | None](values),
             "unit": ["C"] * n,
             "quality_score": [None] * n,
             "ambient_temperature": [None] * n,

@@ -13,11 +13,19 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+from pydantic_core import to_json
 
 from ingest.sensors import partition_for
 from stream.detectors import SensorDetector
 from tests.fix_ingest import Record, consume_until, register_tenant
-from tests.fix_stream import PARTITIONS, StreamRig, end_offsets, produce_bytes, produce_raw
+from tests.fix_stream import (
+    PARTITIONS,
+    StreamRig,
+    batch_of,
+    end_offsets,
+    produce_bytes,
+    produce_raw,
+)
 from tmiot.config import DatabaseSettings, DetectorSettings
 from tmiot.db import conninfo
 from tmiot.events import SCORED_BATCH, DeadLetter
@@ -96,6 +104,37 @@ async def test_rows_once_on_redelivery_and_poison_dead_lettered(stream_rig: Stre
     assert row[0] == len(rows)
     assert row[1] > 0, "the injected spikes were not flagged"
     assert row[2] == len(sensors)
+
+
+async def test_a_row_the_database_refuses_is_dead_lettered_and_its_buffer_stored(
+    stream_rig: StreamRig,
+) -> None:
+    """One transaction per buffer for every partition: a refused row costs only itself."""
+    tenant = register_tenant(stream_rig.db, "R", [f"r{i}" for i in range(8)])
+    sensors = list(tenant.sensors.values())
+    by_part: dict[int, list[str]] = defaultdict(list)
+    for s in sensors:
+        by_part[partition_for(s, PARTITIONS)].append(s)
+    assert len(by_part) >= 2, "the sensors should span partitions"
+    start = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).timestamp()) * 1_000_000
+    rows = _series(sensors, start, 40)
+    await produce_raw(stream_rig.bootstrap, stream_rig.raw, tenant.company_id, rows, 20)
+    bad_partition, bad_sensors = next(iter(by_part.items()))
+    bad = batch_of(tenant.company_id, [(bad_sensors[0], start + 999 * MINUTE_US, 21.0)])
+    bad["ambient_humidity"] = [150.0]  # the table's CHECK refuses it; the decoder does not
+    offset = (await end_offsets(stream_rig.bootstrap, stream_rig.raw))[bad_partition]
+    await produce_bytes(stream_rig.bootstrap, stream_rig.raw, bad_partition, to_json(bad))
+    stream_rig.start()
+    stream_rig.wait_rows(len(rows))
+
+    letters = await consume_until(
+        stream_rig.bootstrap, stream_rig.deadletter, lambda recs: len(recs) >= 1
+    )
+    letter = DeadLetter.model_validate_json(letters[0].value)
+    assert letter.reason.value == "invalid_schema"
+    assert letter.source.endswith(f"/{bad_partition}@{offset}"), letter.source
+    assert "ambient_humidity" in letter.detail or "check" in letter.detail.lower()
+    assert stream_rig.rows() == len(rows)
 
 
 async def test_killed_worker_resumes_the_same_model_state(stream_rig: StreamRig) -> None:

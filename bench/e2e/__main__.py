@@ -1,0 +1,228 @@
+"""``python -m bench.e2e``: run the end-to-end benchmark (see :mod:`bench.e2e`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from bench.e2e import stages
+from bench.e2e.ladder import StepSpec, climb, dump
+from bench.e2e.report import markdown, plot
+from bench.e2e.rig import Rig, rig
+from tmiot.config import DatabaseSettings, LogSettings, RuntimeSettings
+from tmiot.logs import configure_logging
+from tmiot.runtime import tune_process
+
+log = structlog.get_logger("bench.e2e")
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+_MB = 2**20
+_ISSUE_RATE = 5000  # readings/s at which the issue asks for the p99 to the row
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _forms(text: str) -> list[Literal["single", "batch"]]:
+    out: list[Literal["single", "batch"]] = []
+    for x in text.split(","):
+        if x == "single":
+            out.append("single")
+        elif x == "batch":
+            out.append("batch")
+        elif x:
+            msg = f"unknown form {x!r}: single or batch"
+            raise SystemExit(msg)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__)
+    p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/tmiot_bench_e2e")
+    p.add_argument("--seconds", type=float, default=60.0, help="sustained phase of each step")
+    p.add_argument("--warmup", type=float, default=5.0, help="warm-up of each step")
+    p.add_argument("--first-warmup", type=float, default=20.0, help="warm-up of a config's first")
+    p.add_argument("--sensors", type=_ints, default=[1000, 10_000, 100_000])
+    p.add_argument("--forms", type=_forms, default=["batch", "single"])
+    p.add_argument("--naive-forms", type=_forms, default=["single"], help="naive bridge, 1k")
+    p.add_argument("--workers", type=int, default=1, help="stream workers")
+    p.add_argument("--start-batch", type=float, default=5000.0)
+    p.add_argument("--start-single", type=float, default=5000.0)
+    p.add_argument("--start-naive", type=float, default=500.0)
+    p.add_argument("--refine", type=int, default=2, help="bisections after the first failure")
+    p.add_argument("--latency-limit", type=float, default=2.0, help="p99 to row, seconds")
+    p.add_argument("--drain-limit", type=float, default=30.0)
+    p.add_argument("--skip-stages", action="store_true")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--name", default="e2e", help="results file stem")
+    return p
+
+
+def _verdicts(r: dict[str, Any]) -> list[str]:
+    """The issue's must-shows, checked against this run's figures."""
+    steps = r["steps"]
+
+    def best(system: str, form: str, sensors: int | None = None) -> float:
+        held = [
+            s["achieved"]
+            for s in steps
+            if s["system"] == system
+            and s["form"] == form
+            and s["sustained"]
+            and (sensors is None or s["sensors"] == sensors)
+        ]
+        return max(held, default=0.0)
+
+    out = []
+    naive = best("naive", "single")
+    for n in sorted({s["sensors"] for s in steps if s["system"] == "pipeline"}):
+        single = best("pipeline", "single", n)
+        if naive and single:
+            out.append(
+                f"single-reading messages, {n:,} sensors: {single:,.0f} readings/s ="
+                f" **{single / naive:.1f} x** the naive bridge's {naive:,.0f} (target 10 x)"
+            )
+    slowest = min(r["stages"].items(), key=lambda kv: kv[1]) if r.get("stages") else None
+    for n in sorted({s["sensors"] for s in steps if s["form"] == "batch"}):
+        batch = best("pipeline", "batch", n)
+        line = f"gateway batches, {n:,} sensors: **{batch:,.0f} readings/s** (target 50,000)"
+        if slowest:
+            line += (
+                f", {batch / slowest[1]:.0%} of the slowest stage ({slowest[0]},"
+                f" {slowest[1]:,}/s; target 60 %)"
+            )
+        out.append(line)
+    out.extend(
+        f"p99 publish -> row at 5,000 readings/s, {s['form']}, {s['sensors']:,} sensors:"
+        f" **{s['row_latency_ms']['p99']} ms** (target < 500); to work order"
+        f" {s.get('workorder_latency_ms', {}).get('p99')} ms"
+        for s in steps
+        if s["system"] == "pipeline" and s["offered"] == _ISSUE_RATE
+    )
+    mem = r.get("memory")
+    if mem:
+        out.append(
+            f"stream worker RSS per monitored sensor at {mem['sensors']:,} sensors:"
+            f" **{mem['bytes_per_sensor']:,} bytes** (target < 20 KB)"
+        )
+    return out
+
+
+def _write(r: dict[str, Any], out: Path, name: str) -> None:
+    r["verdicts"] = _verdicts(r)
+    out.mkdir(parents=True, exist_ok=True)
+    dump(out / f"{name}.json", r)
+    (out / f"{name}.md").write_text(markdown(r))
+
+
+async def _systems(args: argparse.Namespace, bench: Rig, r: dict[str, Any]) -> None:
+    steps: list[dict[str, Any]] = r["steps"]
+
+    def spec(system: str, form: Literal["single", "batch"], sensors: int) -> Any:  # noqa: ANN401
+        def make(rate: float, first: bool) -> StepSpec:  # noqa: FBT001
+            return StepSpec(
+                system,
+                form,
+                sensors,
+                rate,
+                args.first_warmup if first else args.warmup,
+                args.seconds,
+                latency_limit=args.latency_limit,
+                drain_limit=args.drain_limit,
+            )
+
+        return make
+
+    for form in args.naive_forms:
+        r["configs"].append({"system": "naive", "form": form, "sensors": 1000})
+        await bench.start_naive()
+        await climb(bench, spec("naive", form, 1000), args.start_naive, steps_out=steps)
+        bench.stop_system("naive")
+        _write(r, args.out, args.name)
+    await bench.start_pipeline(args.workers)
+    await asyncio.sleep(2)
+    baseline = sum(bench_rss(bench, "stream"))
+    for sensors in args.sensors:
+        for form in args.forms:
+            r["configs"].append({"system": "pipeline", "form": form, "sensors": sensors})
+            start = args.start_batch if form == "batch" else args.start_single
+            await climb(
+                bench,
+                spec("pipeline", form, sensors),
+                start,
+                refine=args.refine,
+                steps_out=steps,
+            )
+            _write(r, args.out, args.name)
+    await asyncio.sleep(2)
+    rss = sum(bench_rss(bench, "stream"))
+    top = max(args.sensors)
+    r["memory"] = {
+        "sensors": top,
+        "workers": args.workers,
+        "baseline_mb": round(baseline / _MB, 1),
+        "rss_mb": round(rss / _MB, 1),
+        "bytes_per_sensor": round((rss - baseline) / top),
+    }
+
+
+def bench_rss(bench: Rig, name: str) -> list[int]:
+    """Resident bytes of each process of `name`."""
+    out = []
+    for pid in bench.pids().get(name, []):
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        out.append(pages * os.sysconf("SC_PAGE_SIZE"))
+    return out
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="tmiot-bench-e2e-"))
+    r: dict[str, Any] = {
+        "benchmark": "e2e",
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+        "command": "python -m bench.e2e " + shlex.join(sys.argv[1:]),
+        "seconds": args.seconds,
+        "latency_limit": args.latency_limit,
+        "drain_limit": args.drain_limit,
+        "workers": args.workers,
+        "logs": str(work),
+        "configs": [],
+        "steps": [],
+    }
+    log.warning("e2e bench", logs=str(work))
+    async with rig(work, DatabaseSettings(url=args.database_url), max(args.sensors)) as bench:
+        if not args.skip_stages:
+            r["stages"] = await stages.limits(bench)
+            log.warning("stage limits", **r["stages"])
+        await _systems(args, bench, r)
+    return r
+
+
+def main() -> None:
+    """Parse, run, write ``<out>/<name>.{json,md,png}`` and print the table."""
+    args = _parser().parse_args()
+    configure_logging(LogSettings(level="WARNING"))
+    tune_process(RuntimeSettings())
+    r = asyncio.run(_run(args))
+    _write(r, args.out, args.name)
+    plot(r, args.out / f"{args.name}.png")
+    sys.stdout.write(markdown(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The load generator: publishes readings over MQTT at a steady rate, in a process of its own.
+
+``python -m bench.e2e.load PLAN.json`` reads a :class:`Plan`, publishes for
+``warmup + seconds`` at ``rate`` readings/s (QoS 1), and prints one JSON line: what
+it sent in the measured phase and the excursions it injected (their device and
+reading timestamp, so the orchestrator can match work orders to them).
+
+Each reading's ``timestamp`` is its publish time (epoch milliseconds, strictly
+increasing per sensor), which is what latencies are measured from. Readings go
+out in ticks of 10 ms: each tick publishes what the schedule owes, as single-reading
+messages or gateway batches of ``batch`` consecutive sensors of one company.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+import aiomqtt
+from pydantic import BaseModel
+
+_TICK = 0.01
+_HOT = 95.0  # an excursion's value (the bench's triggers fire above 90)
+
+
+class Plan(BaseModel):
+    """What one generator run publishes."""
+
+    mqtt_port: int
+    form: Literal["single", "batch"]
+    rate: float  # readings/s
+    warmup: float  # seconds published before the measured phase
+    seconds: float  # the measured phase
+    devices: list[tuple[str, str]]  # (company id, device id), batches follow this order
+    hot: list[tuple[str, str]] = []  # devices with a trigger, one excursion each
+    excursions_per_s: float = 0.0
+    batch: int = 100
+
+
+class Outcome(BaseModel):
+    """What a run sent."""
+
+    measure_from_ms: int
+    measure_until_ms: int
+    sent: int  # readings, warm-up included
+    measured: int  # readings published in the measured phase
+    rate: float  # measured readings / measured seconds
+    max_behind_s: float  # how far the schedule ever ran ahead of the publisher
+    excursions: list[tuple[str, int]]  # (device id, reading timestamp ms)
+
+
+def _body(ts: int, value: float) -> dict[str, object]:
+    return {"timestamp": ts, "value": value}
+
+
+async def run(plan: Plan) -> Outcome:
+    """Publish the plan; returns what was sent."""
+    rng = random.Random(3)
+    devices = plan.devices
+    last = [0] * len(devices)  # last timestamp per device, ms
+    index = {d: i for i, (_, d) in enumerate(devices)}
+    hot = list(plan.hot)
+    excursions: list[tuple[str, int]] = []
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        plan.mqtt_port,
+        identifier=f"load-{rng.getrandbits(32):08x}",
+        max_inflight_messages=20_000,
+        max_queued_outgoing_messages=0,
+    ) as client:
+        t0 = time.monotonic()
+        measure_at = t0 + plan.warmup
+        end = measure_at + plan.seconds
+        measure_from_ms = int((time.time() + plan.warmup) * 1000)
+        sent = measured = 0
+        cursor = 0  # next device
+        next_excursion = measure_at
+        max_behind = 0.0
+        while (now := time.monotonic()) < end:
+            due = int(plan.rate * (now - t0)) - sent
+            max_behind = max(max_behind, due / plan.rate)
+            now_ms = int(time.time() * 1000)
+            publishes = []
+            while due > 0:
+                k = min(due, plan.batch if plan.form == "batch" else 1)
+                company = devices[cursor][0]
+                items = []
+                for _ in range(k):
+                    c, d = devices[cursor]
+                    if c != company:
+                        break
+                    ts = max(now_ms, last[cursor] + 1)
+                    last[cursor] = ts
+                    items.append((d, ts, 70.0 + rng.random()))
+                    cursor = (cursor + 1) % len(devices)
+                due -= len(items)
+                sent += len(items)
+                if now >= measure_at:
+                    measured += len(items)
+                publishes.append(_message(plan, company, items))
+            if hot and now >= next_excursion:
+                company, device = hot.pop()
+                i = index[device]
+                ts = max(now_ms, last[i] + 1)
+                last[i] = ts
+                publishes.append(_message(plan, company, [(device, ts, _HOT)]))
+                excursions.append((device, ts))
+                next_excursion += 1.0 / plan.excursions_per_s
+            if publishes:
+                await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in publishes))
+            delay = _TICK - (time.monotonic() - now)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return Outcome(
+            measure_from_ms=measure_from_ms,
+            measure_until_ms=int(time.time() * 1000),
+            sent=sent,
+            measured=measured,
+            rate=round(measured / max(1e-9, time.monotonic() - measure_at), 1),
+            max_behind_s=round(max_behind, 3),
+            excursions=excursions,
+        )
+
+
+def _message(plan: Plan, company: str, items: list[tuple[str, int, float]]) -> tuple[str, bytes]:
+    if plan.form == "single":
+        device, ts, value = items[0]
+        body: object = _body(ts, value)
+        return f"tenants/{company}/sensors/{device}/readings", json.dumps(body).encode()
+    readings = [{"device_id": d, "timestamp": ts, "value": v} for d, ts, v in items]
+    gateway = f"gw-{hash(items[0][0]) % 50}"
+    return (
+        f"tenants/{company}/gateways/{gateway}/readings",
+        json.dumps({"v": 1, "readings": readings}).encode(),
+    )
+
+
+def main() -> None:
+    """Run the plan named on the command line; print the outcome as one JSON line."""
+    plan = Plan.model_validate_json(Path(sys.argv[1]).read_bytes())
+    outcome = asyncio.run(run(plan))
+    sys.stdout.write(outcome.model_dump_json() + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The bench's world: a private Mosquitto and tansu, a database, the fleet, the processes.
+
+:class:`Rig` starts the brokers (private: nothing else's subscribers see the load),
+recreates the database, registers the fleet (10 companies; a threshold trigger on
+each sensor of the 10k set), and starts and stops the systems under test: the
+pipeline (``tmiot ingest``, ``stream`` x N, ``triggers``) or the naive bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from tmiot.config import DatabaseSettings, KafkaSettings
+from tmiot.db import apply_schema, conninfo, create_database_if_missing
+from tmiot.kafka import ensure_topics
+from tmiot.services import free_port, kafka_problem, start_mosquitto, start_tansu, stop_pid
+
+PARTITIONS = 8
+COMPANIES = 10
+WATCHED = 10_000  # sensors with a threshold trigger: the first 1/10 of each company's
+
+
+@dataclass
+class Fleet:
+    """Companies and their devices; sensor ids by device; devices with a trigger."""
+
+    devices: dict[str, list[str]]  # company -> device ids, in registration order
+    sensor_id: dict[str, str]  # device id -> equipment_sensors.id
+    watched: set[str]
+
+    def active(self, sensors: int) -> list[tuple[str, str]]:
+        """The first `sensors` devices, the same share of each company, company by company."""
+        per = sensors // len(self.devices)
+        return [(c, d) for c, ds in self.devices.items() for d in ds[:per]]
+
+
+def _register(db: DatabaseSettings, sensors: int) -> Fleet:
+    per = sensors // COMPANIES
+    watched_per = WATCHED // COMPANIES
+    tag = uuid.uuid4().hex[:6]
+    devices: dict[str, list[str]] = {}
+    with psycopg.connect(conninfo(db), autocommit=True) as conn:
+        for c in range(COMPANIES):
+            row = conn.execute(
+                "WITH c AS (INSERT INTO companies (name) VALUES ('bench') RETURNING id),"
+                " cu AS (INSERT INTO customers (company_id, name) SELECT id, 'bench' FROM c"
+                "        RETURNING id, company_id)"
+                " INSERT INTO customer_equipment (company_id, customer_id, name)"
+                " SELECT company_id, id, 'rig' FROM cu RETURNING company_id, id"
+            ).fetchone()
+            assert row is not None
+            names = [f"e2e-{tag}-{c}-{i}" for i in range(per)]
+            devices[str(row[0])] = names
+            conn.execute(
+                "INSERT INTO equipment_sensors (customer_equipment_id, sensor_type, device_id,"
+                " sampling_interval_seconds, alert_threshold_max, sensor_number)"
+                " SELECT %s, 'temperature', d, 3600, 100, 'B-' || d FROM unnest(%s::text[]) AS d",
+                (row[1], names),
+            )
+        watched = [d for ds in devices.values() for d in ds[:watched_per]]
+        conn.execute(
+            "INSERT INTO automated_service_triggers (company_id, trigger_name, sensor_id,"
+            " condition_type, trigger_conditions, auto_create_work_order)"
+            " SELECT ce.company_id, 'hot ' || s.device_id, s.id, 'threshold_exceeded',"
+            ' \'{"above": 90, "for_seconds": 0}\', true'
+            " FROM equipment_sensors AS s"
+            " JOIN customer_equipment AS ce ON ce.id = s.customer_equipment_id"
+            " WHERE s.device_id = ANY(%s)",
+            (watched,),
+        )
+        cur = conn.execute("SELECT device_id, id::text FROM equipment_sensors")
+        ids = {str(d): str(i) for d, i in cur.fetchall()}
+    return Fleet(devices, ids, set(watched))
+
+
+@dataclass
+class Rig:
+    """Brokers, database and fleet of one bench run; the systems under test on demand."""
+
+    work: Path
+    db: DatabaseSettings
+    mqtt_port: int = 0
+    bootstrap: str = ""
+    fleet: Fleet | None = None
+    procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    _brokers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The database URL (libpq form)."""
+        return conninfo(self.db)
+
+    async def start(self, sensors: int) -> None:
+        """Brokers up, database recreated with the schema, the fleet registered."""
+        self.mqtt_port = free_port()
+        self._brokers.append(start_mosquitto(self.mqtt_port, self.work, name="mosquitto"))
+        port = free_port()
+        self._brokers.append(start_tansu("127.0.0.1", port, self.work / "kafka.log"))
+        self.bootstrap = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while (problem := await kafka_problem(self.bootstrap)) is not None:
+            if time.monotonic() > deadline:
+                msg = f"tansu did not start: {problem}"
+                raise SystemExit(msg)
+            await asyncio.sleep(0.2)
+        kafka = KafkaSettings(bootstrap_servers=self.bootstrap, partitions=PARTITIONS)
+        await ensure_topics(kafka, kafka.topics.names())
+        name = str(conninfo_to_dict(self.db.url).get("dbname"))
+        with psycopg.connect(conninfo(self.db, dbname="postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        create_database_if_missing(self.db)
+        apply_schema(self.db)
+        self.fleet = await asyncio.to_thread(_register, self.db, sensors)
+
+    def stop(self) -> None:
+        """Stop every process this rig started."""
+        for name in list(self.procs):
+            self.stop_system(name)
+        for broker in self._brokers:
+            stop_pid(broker.pid)
+
+    def _env(self, suffix: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TMIOT_DATABASE__URL": self.db.url,
+            "TMIOT_MQTT__PORT": str(self.mqtt_port),
+            "TMIOT_MQTT__CLIENT_ID": f"e2e-{suffix}",
+            "TMIOT_MQTT__SHARE_GROUP": f"e{suffix}",
+            "TMIOT_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "TMIOT_KAFKA__PARTITIONS": str(PARTITIONS),
+            "TMIOT_STREAM__APP_ID": f"stream-{suffix}",
+            "TMIOT_TRIGGERS__GROUP_ID": f"triggers-{suffix}",
+            "TMIOT_METRICS__ENABLED": "false",
+            "TMIOT_LOG__LEVEL": "INFO",
+            "TMIOT_LOG__FORMAT": "json",
+        }
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.work / f"{name}.log").open("ab")
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return proc
+
+    async def _wait_log(self, name: str, text: str, deadline_s: float = 120.0) -> None:
+        path = self.work / f"{name}.log"
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            if path.exists() and text in path.read_text(errors="replace"):
+                return
+            for proc in self.procs.get(name.split("-", maxsplit=1)[0], []):
+                if proc.poll() is not None:
+                    msg = f"{name} exited {proc.returncode}: see {path}"
+                    raise SystemExit(msg)
+            await asyncio.sleep(0.2)
+        msg = f"{name}: no {text!r} in {deadline_s} s: see {path}"
+        raise SystemExit(msg)
+
+    async def start_pipeline(self, workers: int) -> None:
+        """ingest, `workers` stream workers and triggers; returns once they are ready."""
+        env = self._env(uuid.uuid4().hex[:6])
+        cli = [sys.executable, "-m", "tmiot.cli"]
+        self.procs["ingest"] = [self._spawn("ingest", [*cli, "ingest"], env)]
+        self.procs["stream"] = [
+            self._spawn(f"stream-{i}", [*cli, "stream"], env) for i in range(workers)
+        ]
+        self.procs["triggers"] = [self._spawn("triggers", [*cli, "triggers"], env)]
+        await self._wait_log("ingest", "mqtt subscribed")
+        await self._wait_log("triggers", "triggers started")
+        await self._prime()
+
+    async def _prime(self, deadline_s: float = 180.0) -> None:
+        """Publish a reading a second until one is stored: the stream group has joined."""
+        assert self.fleet is not None
+        company, devices = next(iter(self.fleet.devices.items()))
+        deadline = time.monotonic() + deadline_s
+        ts = int(time.time() * 1000) - 60_000
+        async with aiomqtt.Client("127.0.0.1", self.mqtt_port) as client:
+            while await self.rows() == 0:
+                if time.monotonic() > deadline:
+                    msg = f"no reading stored {deadline_s} s after start: see {self.work}"
+                    raise SystemExit(msg)
+                ts += 1
+                body = json.dumps({"timestamp": ts, "value": 1.0})
+                await client.publish(
+                    f"tenants/{company}/sensors/{devices[0]}/readings", body, qos=1
+                )
+                await asyncio.sleep(1.0)
+        await self.truncate()
+
+    async def start_naive(self) -> None:
+        """The naive bridge; returns once it has subscribed."""
+        argv = [sys.executable, "-m", "bench.e2e.naive", "--port", str(self.mqtt_port)]
+        argv += ["--database-url", self.url]
+        self.procs["naive"] = [self._spawn("naive", argv, dict(os.environ))]
+        await self._wait_log("naive", "ready")
+
+    def stop_system(self, name: str) -> None:
+        """SIGTERM the processes of `name` (pipeline part or naive), SIGKILL after 30 s."""
+        procs = self.procs.pop(name, [])
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def pids(self) -> dict[str, list[int]]:
+        """Process ids by name, for the sampler: the systems, brokers and database."""
+        out = {name: [p.pid for p in procs] for name, procs in self.procs.items()}
+        out["mosquitto"] = [self._brokers[0].pid]
+        out["kafka"] = [self._brokers[1].pid]
+        out["postgres"] = self._postgres_pids()
+        return out
+
+    def _postgres_pids(self) -> list[int]:
+        """This database's backends and the server's writers (not other databases')."""
+        name = str(conninfo_to_dict(self.db.url).get("dbname"))
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cur = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s OR backend_type IN"
+                " ('walwriter', 'checkpointer', 'background writer', 'autovacuum worker')",
+                (name,),
+            )
+            return [int(r[0]) for r in cur.fetchall()]
+
+    async def rows(self) -> int:
+        """Rows in sensor_readings."""
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT count(*) FROM sensor_readings")
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+    async def truncate(self) -> None:
+        """Empty sensor_readings: every step starts from an empty table."""
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute("TRUNCATE sensor_readings")
+
+
+@asynccontextmanager
+async def rig(work: Path, db: DatabaseSettings, sensors: int) -> AsyncIterator[Rig]:
+    """A started :class:`Rig`, stopped on exit."""
+    r = Rig(work, db)
+    try:
+        await r.start(sensors)
+        yield r
+    finally:
+        r.stop()
