@@ -22,10 +22,15 @@ short-term mean of that evidence (about 1 nat when nothing happens) gives a
 burst test, a Gamma tail: several moderately rare readings close together
 (denser spikes, a dip that is not deep but lasts) are as telling as one very
 rare reading. The larger evidence maps to a score in [0, 1] by ``e / (e + half)``.
-After an alert, scores are damped for a while and the event keeps its type (one
-event, one alert) unless it turns out more lasting (a spike that is the start of
-a drift). A reading outside the sensor's alert thresholds is always an anomaly;
-a low ``quality`` scales the evidence down.
+A score from ``event_threshold`` opens an event, which alerts from
+``anomaly_threshold`` on. Within an event, scores are damped and the event
+keeps its type (one event, one alert) unless it turns out more lasting (a
+spike that is the start of a drift), until the event is over: a run of quiet
+readings ends the hold-off early, so a second event soon after the first
+alerts too. For the same reason a surprising reading barely widens the
+residual scale: the first event's readings would otherwise set the bar for
+the next one (two dips in a row). A reading outside the sensor's alert
+thresholds is always an anomaly; a low ``quality`` scales the evidence down.
 
 Example:
     >>> from tmiot.config import DetectorSettings
@@ -58,7 +63,7 @@ _DRIFT_CLIP: Final = 10.0  # largest step fed to Page-Hinkley, in scales
 _NOISE_CLIP: Final = 4.0  # largest residual the variance test sees, in scales
 _TINY: Final = 1e-9
 _MAX_ABS: Final = 1e100  # readings are clamped to this magnitude
-_VERSION: Final = 2
+_VERSION: Final = 3
 _BINS: Final = 32  # slots of a surprise histogram ...
 _BINS_PER_NAT: Final = 4.0  # ... per nat of log1p(surprise): the last one from e**7.75 nats
 _RESCALE: Final = 2.0**300  # the histograms' growing increment is brought back below this
@@ -79,10 +84,10 @@ _FLOATS: Final = (
     "_evidence",
 )
 _PH_FLOATS: Final = ("_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease")
-# version, readings, hold-off left and its type, drift left, Page-Hinkley's flag, profile slots,
-# our floats, then Page-Hinkley's running mean (n, mean) and its sums; the two surprise
-# histograms and the profile follow.
-_HEADER: Final = struct.Struct(f"<BQIBIBH{len(_FLOATS)}d2d{len(_PH_FLOATS)}d")
+# version, readings, hold-off left and its type, quiet readings in it, drift left, Page-Hinkley's
+# flag, profile slots, our floats, then Page-Hinkley's running mean (n, mean) and its sums; the
+# two surprise histograms and the profile follow.
+_HEADER: Final = struct.Struct(f"<BQIBIIBH{len(_FLOATS)}d2d{len(_PH_FLOATS)}d")
 
 
 class Verdict(NamedTuple):
@@ -140,6 +145,7 @@ class SensorDetector:
         "_n",
         "_ph",
         "_profile",
+        "_quiet",
         "_scale",
         "_settings",
         "_total",
@@ -169,6 +175,7 @@ class SensorDetector:
         self._evidence = 1.0
         self._holdoff = 0  # readings left in the hold-off after an alert
         self._held = _NONE  # the type of that alert
+        self._quiet = 0  # readings in a row scoring below quiet_score during the hold-off
         self._drift_left = 0  # readings left during which Page-Hinkley's drift stands
         # NaN marks a time-of-day slot not seen yet; array('d') is 8 bytes a slot.
         self._profile = array("d", [math.nan]) * settings.season_bins
@@ -235,6 +242,7 @@ class SensorDetector:
         if quality is not None:
             evidence *= min(max(quality, 0.0), 1.0)
         score = evidence / (evidence + s.evidence_half)
+        surprising = score >= s.scale_learn_score
 
         if seen:
             # Page-Hinkley on the residual: a ramp that the level lags behind leaves
@@ -243,17 +251,19 @@ class SensorDetector:
             if self._ph.drift_detected:
                 self._drift_left = s.holdoff_readings
         kind = _NONE
-        if score >= s.anomaly_threshold or self._holdoff or self._drift_left:
+        if score >= s.event_threshold or self._holdoff or self._drift_left:
             # The robust variance test only names an alert; skip it when there is none.
             robust = 0.0
-            if score >= s.anomaly_threshold:
+            if score >= s.event_threshold:
                 robust = _variance_lr(clip_short, self._clip_long, f2, half_df)
             score, kind = self._decide(score, z, noise=robust, spike=spike)
 
-        # Learn, robustly: a residual moves the model by at most a few scales.
+        # Learn, robustly: a residual moves the model by at most a few scales, and a
+        # surprising one (score before damping) the scale only a little.
         c = _CLIP * scale
         step = min(max(residual, -c), c)
-        self._scale += s.scale_alpha * (min(abs(residual), 2.0 * c) - self._scale)
+        rate = s.scale_alpha * (s.scale_learn_weight if surprising else 1.0)
+        self._scale += rate * (min(abs(residual), 2.0 * c) - self._scale)
         alpha = s.noise_long_alpha
         self._var_long += alpha * (r2 - self._var_long)
         self._clip_long += alpha * (c2 - self._clip_long)
@@ -322,7 +332,7 @@ class SensorDetector:
         if self._drift_left == s.holdoff_readings:  # Page-Hinkley fired just now
             kind = _DRIFT
             score = max(score, s.anomaly_threshold)
-        elif score >= s.anomaly_threshold:
+        elif score >= s.event_threshold:
             if self._drift_left > 0 and -_DRIFT_CLIP < z < _DRIFT_CLIP:
                 kind = _DRIFT
             elif noise > spike:
@@ -332,17 +342,20 @@ class SensorDetector:
         if self._holdoff > 0:
             # One event, one alert: within the hold-off, scores are damped and the
             # event keeps its type; only a more lasting type (spike -> noise -> drift)
-            # alerts again, at full score.
-            self._holdoff -= 1
+            # alerts again, at full score. A run of quiet readings ends the event.
+            self._quiet = self._quiet + 1 if score < s.quiet_score else 0
+            self._holdoff = 0 if self._quiet >= s.quiet_readings else self._holdoff - 1
             if _RANK[kind] <= _RANK[self._held]:
                 score *= s.holdoff_damping
-                kind = self._held if score >= s.anomaly_threshold else _NONE
+                kind = self._held if score >= s.event_threshold else _NONE
         if kind != _NONE:
             self._holdoff = s.holdoff_readings
             self._held = kind
+            self._quiet = 0
         if self._drift_left > 0:
             self._drift_left -= 1
-        return score, kind
+        # An event opened below the alert threshold is watched (its hold-off runs), not raised.
+        return score, kind if score >= s.anomaly_threshold else _NONE
 
     def _warm_up(self, slot: int, value: float) -> None:
         """Learn one of the first readings: plain running means, no score.
@@ -389,7 +402,7 @@ class SensorDetector:
         return Verdict(score, is_anomaly=True, anomaly_type=kind)
 
     def dumps(self) -> bytes:
-        """The state as bytes: 669 bytes plus 8 a profile slot (1,437 by default)."""
+        """The state as bytes: 673 bytes plus 8 a profile slot (1,441 by default)."""
         ph = self._ph
         mean = ph._x_mean  # noqa: SLF001 - River has no public accessor for its state
         return (
@@ -398,6 +411,7 @@ class SensorDetector:
                 self._n,
                 self._holdoff,
                 self._held,
+                self._quiet,
                 self._drift_left,
                 ph.drift_detected,
                 len(self._profile),
@@ -424,12 +438,15 @@ class SensorDetector:
                 f" ({len(data)} bytes, version byte {data[:1].hex() or 'missing'})"
             )
             raise ValueError(msg)
-        version, n, holdoff, held, drift_left, detected, slots, *floats = _HEADER.unpack_from(data)
+        version, n, holdoff, held, quiet, drift_left, detected, slots, *floats = (
+            _HEADER.unpack_from(data)
+        )
         if (version, slots) != (_VERSION, bins):
             msg = f"detector state v{version} with {slots} slots; expected {bins}"
             raise ValueError(msg)
         det = cls(settings)
         det._n, det._holdoff, det._held, det._drift_left = n, holdoff, held, drift_left
+        det._quiet = quiet
         for name, number in zip(_FLOATS, floats, strict=False):
             setattr(det, name, number)
         profile = _HEADER.size + 16 * _BINS

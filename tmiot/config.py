@@ -191,8 +191,12 @@ class DetectorSettings(_Group):
     level_alpha: Annotated[float, Field(gt=0, le=1)] = 0.1
     # EWMA weight of a daily-profile slot each time a reading lands in it.
     season_gamma: Annotated[float, Field(gt=0, le=1)] = 0.3
-    # EWMA weight of the residual scale (mean absolute residual).
+    # EWMA weight of the residual scale (mean absolute residual) ...
     scale_alpha: Annotated[float, Field(gt=0, le=1)] = 0.01
+    # ... times this for a reading scoring at least scale_learn_score (before any hold-off
+    # damping): an event's readings barely widen the scale, so it does not hide the next event.
+    scale_learn_weight: Annotated[float, Field(ge=0, le=1)] = 0.3
+    scale_learn_score: Annotated[float, Field(gt=0, le=1)] = 0.4
     # Floor of the residual scale, as a fraction of the range seen so far.
     scale_floor: Annotated[float, Field(ge=0, le=1)] = 0.005
     # EWMA weights of the short and long residual variance (the `noise` test).
@@ -211,15 +215,22 @@ class DetectorSettings(_Group):
     evidence_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.17
     evidence_cap: Annotated[float, Field(gt=0)] = 6.0
     # Evidence, in nats, that maps to score 0.5: score = e / (e + evidence_half).
-    evidence_half: Annotated[float, Field(gt=0)] = 10.0
+    evidence_half: Annotated[float, Field(gt=0)] = 8.0
     # Readings learned before any score is given (NAB allows 15 % of a file).
     warmup_readings: Annotated[int, Field(ge=2, le=100_000)] = 30
-    # Score from which a reading is an anomaly.
-    anomaly_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
-    # After an anomaly, the next scores are damped for this many readings ...
-    holdoff_readings: Annotated[int, Field(ge=0, le=100_000)] = 150
-    # ... by this factor, so one event does not raise a burst of alerts.
+    # Score from which a reading opens an event (the hold-off below starts) ...
+    event_threshold: Annotated[float, Field(gt=0, le=1)] = 0.46
+    # ... and from which it is an anomaly (alerts). Between the two, the event is watched:
+    # a doubtful reading does not alert, but neither do the rest of its event.
+    anomaly_threshold: Annotated[float, Field(gt=0, le=1)] = 0.52
+    # After an event opens, the next scores are damped for up to this many readings ...
+    holdoff_readings: Annotated[int, Field(ge=0, le=100_000)] = 300
+    # ... by this factor, so one event does not raise a burst of alerts; ...
     holdoff_damping: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # ... the hold-off ends sooner once the event is over: quiet_readings readings in a
+    # row scoring below quiet_score (before damping). A later event then alerts again.
+    quiet_score: Annotated[float, Field(gt=0, le=1)] = 0.3
+    quiet_readings: Annotated[int, Field(ge=1, le=100_000)] = 10
     # Page-Hinkley (river.drift) on the deseasonalised value, in residual-scale units:
     # the tolerated shift, the alarm level, and the readings it needs after a reset.
     drift_delta: Annotated[float, Field(ge=0)] = 1.0

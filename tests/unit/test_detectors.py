@@ -138,7 +138,7 @@ def test_restored_detector_continues_exactly(cut: int) -> None:
 
 def test_state_is_compact() -> None:
     det, _, _ = trained(days=1.0)
-    assert len(det.dumps()) < 1536  # 96 profile slots and two 32-slot histograms: 1,437
+    assert len(det.dumps()) < 1536  # 96 profile slots and two 32-slot histograms: 1,441
 
 
 def test_a_sensor_that_spikes_routinely_stops_alerting_on_its_spikes() -> None:
@@ -181,7 +181,8 @@ def test_alert_thresholds_make_an_ordinary_reading_an_anomaly() -> None:
     plain = SensorDetector.loads(settings, state).update(n * STEP_MS, value)
     assert not plain.is_anomaly
     above = SensorDetector.loads(settings, state).update(n * STEP_MS, value, hi=value - 0.01)
-    assert above == Verdict(max(plain.score, 0.5), is_anomaly=True, anomaly_type="spike")
+    alert = settings.anomaly_threshold
+    assert above == Verdict(max(plain.score, alert), is_anomaly=True, anomaly_type="spike")
     below = SensorDetector.loads(settings, state).update(n * STEP_MS, value, lo=value + 0.01)
     assert below.is_anomaly
     assert below.anomaly_type == "drop"
