@@ -48,6 +48,7 @@ class StepSpec:
     rate: float
     warmup: float
     seconds: float
+    workers: int = 1  # stream workers
     excursions_per_s: float = 2.0
     latency_limit: float = 2.0
     drain_limit: float = 30.0
@@ -78,13 +79,27 @@ async def _generate(plan: Plan, work: Path) -> Outcome:
     return Outcome.model_validate_json(out.splitlines()[-1])
 
 
-async def run_step(  # noqa: PLR0915 - one step, read top to bottom
-    rig: Rig, spec: StepSpec, hot: list[tuple[str, str]]
-) -> dict[str, Any]:
-    """One step; `hot` gives up the devices its excursions use."""
+async def run_step(rig: Rig, spec: StepSpec, hot: list[tuple[str, str]]) -> dict[str, Any]:
+    """One step on freshly started systems; `hot` gives up the devices its excursions use."""
     assert rig.fleet is not None
     fleet = rig.fleet
     active = fleet.active(spec.sensors)
+    if spec.system == "pipeline":
+        await rig.start_pipeline(spec.workers)
+    else:
+        await rig.start_naive()
+    try:
+        return await _measure(rig, spec, hot, active)
+    finally:
+        rig.stop_systems()
+
+
+async def _measure(  # noqa: PLR0915 - one step, read top to bottom
+    rig: Rig, spec: StepSpec, hot: list[tuple[str, str]], active: list[tuple[str, str]]
+) -> dict[str, Any]:
+    assert rig.fleet is not None
+    fleet = rig.fleet
+    baseline = rig.rss("stream")
     await rig.truncate()
     n_hot = int(spec.excursions_per_s * spec.seconds) + 1 if spec.system == "pipeline" else 0
     mine, hot[:] = hot[:n_hot], hot[n_hot:]
@@ -140,6 +155,10 @@ async def run_step(  # noqa: PLR0915 - one step, read top to bottom
         "rss_peak_mb": {k: round(v / 2**20, 1) for k, v in sampler.rss_peak.items()},
         "rss_last": sampler.rss_last,
     }
+    if baseline:
+        grown = sampler.rss_last.get("stream", baseline) - baseline
+        result["stream_rss_baseline_mb"] = round(baseline / 2**20, 1)
+        result["stream_rss_bytes_per_sensor"] = round(grown / spec.sensors)
     if orders is not None:
         excursions = [(fleet.sensor_id[d], ts) for d, ts in outcome.excursions]
         wo_lat, missing = orders.latencies(excursions)
@@ -177,7 +196,7 @@ async def run_step(  # noqa: PLR0915 - one step, read top to bottom
 
 async def climb(  # noqa: PLR0913 - the ladder's knobs, keyword-only
     rig: Rig,
-    make: Callable[[float, bool], StepSpec],
+    make: Callable[[float], StepSpec],
     start: float,
     *,
     refine: int = 2,
@@ -186,18 +205,17 @@ async def climb(  # noqa: PLR0913 - the ladder's knobs, keyword-only
 ) -> float:
     """Highest sustained rate: double from `start` while steps hold, then bisect `refine` times.
 
-    ``make(rate, first)`` builds each step (the first of a system gets a longer warm-up).
-    Every step's result is appended to `steps_out`. Returns 0 when no step held.
+    ``make(rate)`` builds each step; every step's result is appended to `steps_out`.
+    Returns 0 when no step held.
     """
     assert rig.fleet is not None
-    sensors = make(start, True).sensors  # noqa: FBT003
+    sensors = make(start).sensors
     hot = [(c, d) for c, d in rig.fleet.active(sensors) if d in rig.fleet.watched]
     random.Random(5).shuffle(hot)
     passed, failed = 0.0, 0.0
-    rate, first = start, True
+    rate = start
     while True:
-        result = await run_step(rig, make(rate, first), hot)
-        first = False
+        result = await run_step(rig, make(rate), hot)
         steps_out.append(result)
         if result["sustained"]:
             passed = rate

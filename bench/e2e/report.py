@@ -99,9 +99,12 @@ def markdown(r: dict[str, Any]) -> str:
             "## Stream worker memory",
             "",
             (
-                f"Resident set of the stream worker(s) after the {mem['sensors']:,}-sensor steps:"
-                f" {mem['rss_mb']} MB, against {mem['baseline_mb']} MB before any reading:"
-                f" **{mem['bytes_per_sensor']:,} bytes per monitored sensor**."
+                f"Resident set of the stream worker(s) at the end of the first"
+                f" {mem['sensors']:,}-sensor step: {mem['rss_mb']} MB at its peak, against"
+                f" {mem['baseline_mb']} MB before any reading:"
+                f" **{mem['bytes_per_sensor']:,} bytes per monitored sensor**"
+                f" (at most {mem['max_bytes_per_sensor']:,} over that config's steps, whose"
+                " larger buffers count too)."
             ),
         ]
     out.append("")

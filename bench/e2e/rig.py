@@ -1,14 +1,16 @@
-"""The bench's world: a private Mosquitto and tansu, a database, the fleet, the processes.
+"""The bench's world: a private Mosquitto, a database, the fleet, the systems under test.
 
-:class:`Rig` starts the brokers (private: nothing else's subscribers see the load),
+:class:`Rig` starts Mosquitto (private: no other subscriber sees the load),
 recreates the database, registers the fleet (10 companies; a threshold trigger on
 each sensor of the 10k set), and starts and stops the systems under test: the
-pipeline (``tmiot ingest``, ``stream`` x N, ``triggers``) or the naive bridge.
+pipeline (a fresh tansu, ``tmiot ingest``, ``stream`` x N, ``triggers``) or the
+naive bridge.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -97,8 +99,13 @@ class Rig:
     mqtt_port: int = 0
     bootstrap: str = ""
     fleet: Fleet | None = None
+    starts: int = 0  # systems started so far: each start logs to its own directory
+    # One MQTT session and share group for every ingest start: a new group per start
+    # would leave durable sessions behind that Mosquitto keeps queueing for.
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
-    _brokers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _mosquitto: subprocess.Popen[bytes] | None = None
+    _kafka: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -106,20 +113,9 @@ class Rig:
         return conninfo(self.db)
 
     async def start(self, sensors: int) -> None:
-        """Brokers up, database recreated with the schema, the fleet registered."""
+        """Mosquitto up, database recreated with the schema, the fleet registered."""
         self.mqtt_port = free_port()
-        self._brokers.append(start_mosquitto(self.mqtt_port, self.work, name="mosquitto"))
-        port = free_port()
-        self._brokers.append(start_tansu("127.0.0.1", port, self.work / "kafka.log"))
-        self.bootstrap = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while (problem := await kafka_problem(self.bootstrap)) is not None:
-            if time.monotonic() > deadline:
-                msg = f"tansu did not start: {problem}"
-                raise SystemExit(msg)
-            await asyncio.sleep(0.2)
-        kafka = KafkaSettings(bootstrap_servers=self.bootstrap, partitions=PARTITIONS)
-        await ensure_topics(kafka, kafka.topics.names())
+        self._mosquitto = start_mosquitto(self.mqtt_port, self.work, name="mosquitto")
         name = str(conninfo_to_dict(self.db.url).get("dbname"))
         with psycopg.connect(conninfo(self.db, dbname="postgres"), autocommit=True) as conn:
             conn.execute(
@@ -129,37 +125,77 @@ class Rig:
         apply_schema(self.db)
         self.fleet = await asyncio.to_thread(_register, self.db, sensors)
 
-    def stop(self) -> None:
-        """Stop every process this rig started."""
+    async def start_kafka(self) -> None:
+        """A fresh tansu with the pipeline's topics (memory storage: it starts empty).
+
+        tansu's memory storage scans a partition on every fetch, so its cost grows
+        with the records it holds; a fresh broker per step keeps one step's load from
+        slowing the next (a real Kafka cluster has no such growth).
+        """
+        self.stop_kafka()
+        port = free_port()
+        self._kafka = start_tansu("127.0.0.1", port, self.logs / "kafka.log")
+        self.bootstrap = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while (problem := await kafka_problem(self.bootstrap)) is not None:
+            if time.monotonic() > deadline:
+                msg = f"tansu did not start: {problem}"
+                raise SystemExit(msg)
+            await asyncio.sleep(0.2)
+        kafka = KafkaSettings(bootstrap_servers=self.bootstrap, partitions=PARTITIONS)
+        await ensure_topics(kafka, kafka.topics.names())
+
+    def stop_kafka(self) -> None:
+        """Stop the current tansu, if any."""
+        if self._kafka is not None:
+            stop_pid(self._kafka.pid)
+            self._kafka = None
+
+    def stop_systems(self) -> None:
+        """Stop the systems under test, then the pipeline's broker."""
         for name in list(self.procs):
             self.stop_system(name)
-        for broker in self._brokers:
-            stop_pid(broker.pid)
+        self.stop_kafka()
 
-    def _env(self, suffix: str) -> dict[str, str]:
+    def stop(self) -> None:
+        """Stop every process this rig started."""
+        self.stop_systems()
+        if self._mosquitto is not None:
+            stop_pid(self._mosquitto.pid)
+
+    def _env(self) -> dict[str, str]:
+        # Consumer groups are new with each (fresh, empty) broker: the database keeps
+        # a group's checkpoints (offsets), which would not match the new topics.
+        group = f"{self.suffix}-{self.starts}"
         return {
             **os.environ,
             "TMIOT_DATABASE__URL": self.db.url,
             "TMIOT_MQTT__PORT": str(self.mqtt_port),
-            "TMIOT_MQTT__CLIENT_ID": f"e2e-{suffix}",
-            "TMIOT_MQTT__SHARE_GROUP": f"e{suffix}",
+            "TMIOT_MQTT__CLIENT_ID": f"e2e-{self.suffix}",
+            "TMIOT_MQTT__SHARE_GROUP": f"e{self.suffix}",
             "TMIOT_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
             "TMIOT_KAFKA__PARTITIONS": str(PARTITIONS),
-            "TMIOT_STREAM__APP_ID": f"stream-{suffix}",
-            "TMIOT_TRIGGERS__GROUP_ID": f"triggers-{suffix}",
+            "TMIOT_STREAM__APP_ID": f"stream-{group}",
+            "TMIOT_TRIGGERS__GROUP_ID": f"triggers-{group}",
             "TMIOT_METRICS__ENABLED": "false",
             "TMIOT_LOG__LEVEL": "INFO",
             "TMIOT_LOG__FORMAT": "json",
         }
 
+    @property
+    def logs(self) -> Path:
+        """The log directory of the systems started last (one per start)."""
+        return self.work / f"run-{self.starts:03d}"
+
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.work / f"{name}.log").open("ab")
+        self.logs.mkdir(exist_ok=True)
+        log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         return proc
 
     async def _wait_log(self, name: str, text: str, deadline_s: float = 120.0) -> None:
-        path = self.work / f"{name}.log"
+        path = self.logs / f"{name}.log"
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             if path.exists() and text in path.read_text(errors="replace"):
@@ -173,8 +209,13 @@ class Rig:
         raise SystemExit(msg)
 
     async def start_pipeline(self, workers: int) -> None:
-        """ingest, `workers` stream workers and triggers; returns once they are ready."""
-        env = self._env(uuid.uuid4().hex[:6])
+        """A fresh tansu, ingest, `workers` stream workers and triggers; returns once ready.
+
+        Ready: ingest has subscribed, triggers have loaded, and a reading went through.
+        """
+        self.starts += 1
+        await self.start_kafka()
+        env = self._env()
         cli = [sys.executable, "-m", "tmiot.cli"]
         self.procs["ingest"] = [self._spawn("ingest", [*cli, "ingest"], env)]
         self.procs["stream"] = [
@@ -191,6 +232,7 @@ class Rig:
         company, devices = next(iter(self.fleet.devices.items()))
         deadline = time.monotonic() + deadline_s
         ts = int(time.time() * 1000) - 60_000
+        await self.truncate()
         async with aiomqtt.Client("127.0.0.1", self.mqtt_port) as client:
             while await self.rows() == 0:
                 if time.monotonic() > deadline:
@@ -206,6 +248,7 @@ class Rig:
 
     async def start_naive(self) -> None:
         """The naive bridge; returns once it has subscribed."""
+        self.starts += 1
         argv = [sys.executable, "-m", "bench.e2e.naive", "--port", str(self.mqtt_port)]
         argv += ["--database-url", self.url]
         self.procs["naive"] = [self._spawn("naive", argv, dict(os.environ))]
@@ -226,10 +269,20 @@ class Rig:
     def pids(self) -> dict[str, list[int]]:
         """Process ids by name, for the sampler: the systems, brokers and database."""
         out = {name: [p.pid for p in procs] for name, procs in self.procs.items()}
-        out["mosquitto"] = [self._brokers[0].pid]
-        out["kafka"] = [self._brokers[1].pid]
+        if self._mosquitto is not None:
+            out["mosquitto"] = [self._mosquitto.pid]
+        if self._kafka is not None:
+            out["kafka"] = [self._kafka.pid]
         out["postgres"] = self._postgres_pids()
         return out
+
+    def rss(self, name: str) -> int:
+        """Resident bytes of the processes of `name`, summed (0 when none run)."""
+        total = 0
+        for p in self.procs.get(name, []):
+            with contextlib.suppress(FileNotFoundError):
+                total += int(Path(f"/proc/{p.pid}/statm").read_text().split()[1])
+        return total * os.sysconf("SC_PAGE_SIZE")
 
     def _postgres_pids(self) -> list[int]:
         """This database's backends and the server's writers (not other databases')."""

@@ -134,11 +134,15 @@ def scoring(sensors: int = 10_000, each: int = 30) -> float:
 async def limits(rig: Rig, *, quick: bool = False) -> dict[str, float]:
     """Every stage's limit, readings/s."""
     k = 4 if quick else 1
-    out = {
-        "mqtt_single": await mqtt(rig, "single", 60_000 // k),
-        "mqtt_batch": await mqtt(rig, "batch", 10_000 // k),
-        "kafka": await kafka(rig, 1_000_000 // k),
-        "db": await db(rig, 300_000 // k),
-        "scoring": await asyncio.to_thread(scoring, 10_000, 30 // k),
-    }
+    await rig.start_kafka()
+    try:
+        out = {
+            "mqtt_single": await mqtt(rig, "single", 60_000 // k),
+            "mqtt_batch": await mqtt(rig, "batch", 10_000 // k),
+            "kafka": await kafka(rig, 1_000_000 // k),
+            "db": await db(rig, 300_000 // k),
+            "scoring": await asyncio.to_thread(scoring, 10_000, 30 // k),
+        }
+    finally:
+        rig.stop_kafka()
     return {name: round(v) for name, v in out.items()}
