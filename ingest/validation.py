@@ -20,7 +20,6 @@ from tmiot.events import (
     DeadLetter,
     DeadLetterReason,
     SensorStatusEvent,
-    from_us,
     payload_text,
     to_us,
 )
@@ -96,15 +95,19 @@ def _reason_of(exc: ValidationError) -> tuple[DeadLetterReason, str]:
     return DeadLetterReason.INVALID_SCHEMA, detail
 
 
-def _bounds(msg: _Message, value: float, ts_us: int) -> tuple[DeadLetterReason, str] | None:
+def _bounds(
+    msg: _Message, value: float, at: dt.datetime, ts_us: int
+) -> tuple[DeadLetterReason, str] | None:
     if not math.isfinite(value):  # pydantic refuses these already; belt and braces
         return DeadLetterReason.NON_FINITE_VALUE, "value is not finite"
     if abs(value) >= VALUE_LIMIT:
         return DeadLetterReason.VALUE_OUT_OF_RANGE, f"|value| >= {VALUE_LIMIT:g}"
+    # The detail shows the timestamp as sent: from_us(ts_us) overflows for years 1 and
+    # 9999 with an offset (a gateway could crash ingest with one such reading).
     if ts_us > msg.latest_us:
-        return DeadLetterReason.TIMESTAMP_IN_FUTURE, f"{from_us(ts_us).isoformat()} is ahead"
+        return DeadLetterReason.TIMESTAMP_IN_FUTURE, f"{at.isoformat()} is ahead"
     if ts_us < msg.earliest_us:
-        return DeadLetterReason.TIMESTAMP_TOO_OLD, f"{from_us(ts_us).isoformat()} is too old"
+        return DeadLetterReason.TIMESTAMP_TOO_OLD, f"{at.isoformat()} is too old"
     return None
 
 
@@ -244,7 +247,7 @@ class Validator:
         # Exact to the microsecond until about 2100: the float's error stays below 0.5 us.
         ts_us = round(reading["timestamp"].timestamp() * 1_000_000)
         if not msg.earliest_us <= ts_us <= msg.latest_us or not -VALUE_LIMIT < value < VALUE_LIMIT:
-            problem = _bounds(msg, value, ts_us)
+            problem = _bounds(msg, value, reading["timestamp"], ts_us)
             if problem is not None:
                 self._reject(msg, *problem, index, reading if index is not None else None)
                 return

@@ -81,6 +81,28 @@ def test_bad_single_readings_are_dead_lettered(
     assert _single(validator, "dev-1", body) == [reason]
 
 
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [
+        ("0001-01-01T00:00:00+01:00", "timestamp_too_old"),
+        ("0001-01-01T00:00:00Z", "timestamp_too_old"),
+        ("9999-12-31T23:59:59-23:59", "timestamp_in_future"),
+        ("9999-12-31T23:59:59.999999Z", "timestamp_in_future"),
+    ],
+)
+def test_timestamps_at_the_ends_of_the_calendar_are_rejected_not_raised(
+    validator: Validator, stamp: str, reason: str
+) -> None:
+    # The rejection's detail once converted the microseconds back to a datetime,
+    # which overflows here: one such reading stopped ingest (and, redelivered, again).
+    body = {"timestamp": stamp, "value": 1}
+    assert _single(validator, "dev-1", body) == [reason]
+    batch = json.dumps({"readings": [{"device_id": "dev-1", **body}]}).encode()
+    out = validator.process(f"tenants/{A}/gateways/g/readings", batch, NOW)
+    assert [r.reason.value for r in out.rejections] == [reason]
+    assert stamp[:10] in out.rejections[0].detail
+
+
 def test_unknown_and_foreign_sensors(validator: Validator) -> None:
     assert _single(validator, "dev-404", {"timestamp": TS, "value": 1}) == ["unknown_sensor"]
     out = validator.process(
