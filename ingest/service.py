@@ -181,12 +181,18 @@ class IngestService:
             )
             await asyncio.sleep(delay)
 
-    @staticmethod
-    def _retriable(exc: BaseException) -> str:
+    def _retriable(self, exc: BaseException) -> str:
         """The error's text if reconnecting may help; raise MqttAuthError if not."""
         if isinstance(exc, aiomqtt.MqttError):
-            auth = connect_error(exc)
+            auth = connect_error(exc, self._s.mqtt)
             if auth is not None:
+                log.error(
+                    "mqtt authentication failed",
+                    broker=f"{self._s.mqtt.host}:{self._s.mqtt.port}",
+                    client_id=self._s.mqtt.client_id,
+                    username=self._s.mqtt.username,
+                    error=str(exc),
+                )
                 raise auth from exc
         return str(exc) or type(exc).__name__
 
