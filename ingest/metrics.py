@@ -32,7 +32,13 @@ class IngestMetrics:
         )
         self.deadletters = Counter(
             "tmiot_ingest_deadletters_total",
-            "Rejected messages or batch items, by reason",
+            "Dead-lettered messages or batch items, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "tmiot_ingest_rejections_rate_limited_total",
+            "Rejections not dead-lettered (their source was over its limit), by reason",
             ["reason"],
             registry=registry,
         )

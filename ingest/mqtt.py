@@ -28,13 +28,18 @@ class MqttAuthError(TmiotError):
     """The broker refused our credentials or certificate; retrying will not help."""
 
 
-def connect_error(exc: aiomqtt.MqttError) -> MqttAuthError | None:
-    """Translate a refused connection into MqttAuthError when it is about credentials."""
+def connect_error(exc: aiomqtt.MqttError, mqtt: MqttSettings) -> MqttAuthError | None:
+    """Translate a refused connection into MqttAuthError when it is about credentials.
+
+    The message names the broker, client id and username (never the password), so
+    that the failed login can be matched with the broker's own log line.
+    """
     rc = getattr(exc, "rc", None)
     code = getattr(rc, "value", rc)
     if isinstance(code, int) and code in _AUTH_CODES:
         return MqttAuthError(
-            f"MQTT broker refused the connection: {exc} (check username, "
+            f"MQTT broker refused the connection: {exc} (broker {mqtt.host}:{mqtt.port}, "
+            f"client id {mqtt.client_id!r}, username {mqtt.username!r}; check username, "
             "password and client certificate)"
         )
     return None

@@ -22,6 +22,7 @@ import asyncio
 import datetime as dt
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -35,6 +36,7 @@ from ingest.audit import ViolationAuditor
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import Acknowledger, connect_error, ingest_client
 from ingest.packer import PackedRecord, Packer
+from ingest.ratelimit import RejectionLimiter, source_of
 from ingest.sensors import SensorDirectory, watch_sensors
 from ingest.validation import Outcome, Validator
 from tmiot.config import Settings
@@ -56,6 +58,7 @@ log = structlog.get_logger(__name__)
 
 _EPOCH_QUEUE: Final = 64
 _SUBSCRIBE_TIMEOUT: Final = 120.0  # seconds; the backlog is served meanwhile
+_LIMITED_SOURCES_SHOWN: Final = 100  # rate-limited sources tallied by name per progress log
 
 
 class _Reconnect(Exception):  # noqa: N818 - control flow, not an error
@@ -88,8 +91,18 @@ class IngestService:
         self.directory = SensorDirectory()
         self.directory_loaded = asyncio.Event()
         self.subscribed = asyncio.Event()
-        self._validator = Validator(self.directory, self._limits)
+        limiter = (
+            RejectionLimiter(
+                rate=self._limits.rejection_rate_per_source,
+                burst=self._limits.rejection_burst_per_source,
+                max_sources=self._limits.rejection_max_sources,
+            )
+            if self._limits.rejection_rate_per_source > 0
+            else None
+        )
+        self._validator = Validator(self.directory, self._limits, limiter)
         self._auditor = ViolationAuditor()
+        self._limited: Counter[str] = Counter()  # source -> rejections dropped since last log
         self._generation = 0
         self._inflight = 0
         self._room = asyncio.Event()
@@ -168,12 +181,18 @@ class IngestService:
             )
             await asyncio.sleep(delay)
 
-    @staticmethod
-    def _retriable(exc: BaseException) -> str:
+    def _retriable(self, exc: BaseException) -> str:
         """The error's text if reconnecting may help; raise MqttAuthError if not."""
         if isinstance(exc, aiomqtt.MqttError):
-            auth = connect_error(exc)
+            auth = connect_error(exc, self._s.mqtt)
             if auth is not None:
+                log.error(
+                    "mqtt authentication failed",
+                    broker=f"{self._s.mqtt.host}:{self._s.mqtt.port}",
+                    client_id=self._s.mqtt.client_id,
+                    username=self._s.mqtt.username,
+                    error=str(exc),
+                )
                 raise auth from exc
         return str(exc) or type(exc).__name__
 
@@ -234,8 +253,19 @@ class IngestService:
         outcome = self._validator.process(topic, payload, received_at)
         self._kinds[outcome.kind] += 1  # added to the counters per flush
         self._count(outcome, received_at)
+        if outcome.limited:
+            self._count_limited(topic, outcome)
         batch.add(message, now, outcome)
         self._inflight += 1  # the gauge is set per flush and per ack, not per message
+
+    def _count_limited(self, topic: str, outcome: Outcome) -> None:
+        """Count the rejections over their source's limit (logged per progress interval)."""
+        for reason in outcome.limited:
+            self.metrics.rate_limited.labels(reason.value).inc()
+        source = source_of(topic)
+        if source not in self._limited and len(self._limited) >= _LIMITED_SOURCES_SHOWN:
+            source = "(more sources)"  # a bounded report, however many sources flood
+        self._limited[source] += len(outcome.limited)
 
     def _count_kinds(self) -> None:
         for kind, n in self._kinds.items():
@@ -337,6 +367,13 @@ class IngestService:
                 sensors=len(self.directory),
             )
             last, last_t = total, now
+            if self._limited:
+                log.warning(
+                    "rejections over their source's limit were not dead-lettered",
+                    dropped=sum(self._limited.values()),
+                    top_sources=dict(self._limited.most_common(5)),
+                )
+                self._limited.clear()
 
 
 @dataclass(slots=True)

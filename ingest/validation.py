@@ -14,13 +14,13 @@ from typing import Final
 
 from pydantic import TypeAdapter, ValidationError
 
+from ingest.ratelimit import RejectionLimiter, source_of
 from ingest.sensors import Lookup, SensorDirectory, SensorInfo
 from tmiot.config import IngestSettings
 from tmiot.events import (
     DeadLetter,
     DeadLetterReason,
     SensorStatusEvent,
-    from_us,
     payload_text,
     to_us,
 )
@@ -66,6 +66,8 @@ class Outcome:
     readings: list[ReadingRow] = field(default_factory=list)
     statuses: list[SensorStatusEvent] = field(default_factory=list)
     rejections: list[DeadLetter] = field(default_factory=list)
+    # Rejections past the source's dead-letter limit: counted, never dead-lettered.
+    limited: list[DeadLetterReason] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
 
 
@@ -81,6 +83,7 @@ class _Message:
     received_us: int
     latest_us: int  # bounds computed once per message, not per reading
     earliest_us: int
+    source: str | None = None  # for the rejection limit; found on the first rejection
 
 
 def _reason_of(exc: ValidationError) -> tuple[DeadLetterReason, str]:
@@ -96,15 +99,19 @@ def _reason_of(exc: ValidationError) -> tuple[DeadLetterReason, str]:
     return DeadLetterReason.INVALID_SCHEMA, detail
 
 
-def _bounds(msg: _Message, value: float, ts_us: int) -> tuple[DeadLetterReason, str] | None:
+def _bounds(
+    msg: _Message, value: float, at: dt.datetime, ts_us: int
+) -> tuple[DeadLetterReason, str] | None:
     if not math.isfinite(value):  # pydantic refuses these already; belt and braces
         return DeadLetterReason.NON_FINITE_VALUE, "value is not finite"
     if abs(value) >= VALUE_LIMIT:
         return DeadLetterReason.VALUE_OUT_OF_RANGE, f"|value| >= {VALUE_LIMIT:g}"
+    # The detail shows the timestamp as sent: from_us(ts_us) overflows for years 1 and
+    # 9999 with an offset (a gateway could crash ingest with one such reading).
     if ts_us > msg.latest_us:
-        return DeadLetterReason.TIMESTAMP_IN_FUTURE, f"{from_us(ts_us).isoformat()} is ahead"
+        return DeadLetterReason.TIMESTAMP_IN_FUTURE, f"{at.isoformat()} is ahead"
     if ts_us < msg.earliest_us:
-        return DeadLetterReason.TIMESTAMP_TOO_OLD, f"{from_us(ts_us).isoformat()} is too old"
+        return DeadLetterReason.TIMESTAMP_TOO_OLD, f"{at.isoformat()} is too old"
     return None
 
 
@@ -116,10 +123,21 @@ def _item_bytes(item: object) -> bytes:
 class Validator:
     """Validates, resolves and tenant-checks messages against a sensor directory."""
 
-    def __init__(self, directory: SensorDirectory, limits: IngestSettings) -> None:
-        """Use `directory` for resolution and `limits` for sizes and time bounds."""
+    def __init__(
+        self,
+        directory: SensorDirectory,
+        limits: IngestSettings,
+        limiter: RejectionLimiter | None = None,
+    ) -> None:
+        """Use `directory` for resolution, `limits` for sizes and time bounds.
+
+        With a `limiter`, a rejection gets a dead letter only while its source has
+        tokens; the others are only listed in ``Outcome.limited`` (see
+        :mod:`ingest.ratelimit`).
+        """
         self._directory = directory
         self._limits = limits
+        self._limiter = limiter
         self._future_us = round(limits.max_future_seconds * 1e6)
         self._age_us = round(limits.max_age_seconds * 1e6)
 
@@ -164,7 +182,17 @@ class Validator:
         try:
             # Fast path: the whole batch in one call into pydantic-core.
             items = BATCH.validate_json(msg.payload)["readings"]
-        except ValidationError:
+        except ValidationError as exc:
+            if self._limiter is not None and self._limiter.exhausted(
+                self._source(msg), msg.received_us / 1e6
+            ):
+                # Over its limit: not worth an item-by-item search for good readings, nor
+                # listing every item's errors (errors() costs about 1 us per error).
+                one = exc.error_count() == 1
+                msg.out.limited.append(
+                    _reason_of(exc)[0] if one else DeadLetterReason.INVALID_SCHEMA
+                )
+                return
             self._batch_items(msg)
             return
         # The hot loop of the service: locals only, one tuple per good reading;
@@ -210,7 +238,8 @@ class Validator:
                 reading = GATEWAY_ITEM.validate_python(item)
             except ValidationError as exc:
                 reason, detail = _reason_of(exc)
-                self._reject(msg, reason, f"readings.{index}.{detail}", index, item)
+                if not self._reject(msg, reason, f"readings.{index}.{detail}", index, item):
+                    return  # over the source's limit: the rest of the batch goes with it
                 continue
             self._accept(msg, reading["device_id"], reading, index)
 
@@ -244,7 +273,7 @@ class Validator:
         # Exact to the microsecond until about 2100: the float's error stays below 0.5 us.
         ts_us = round(reading["timestamp"].timestamp() * 1_000_000)
         if not msg.earliest_us <= ts_us <= msg.latest_us or not -VALUE_LIMIT < value < VALUE_LIMIT:
-            problem = _bounds(msg, value, ts_us)
+            problem = _bounds(msg, value, reading["timestamp"], ts_us)
             if problem is not None:
                 self._reject(msg, *problem, index, reading if index is not None else None)
                 return
@@ -283,6 +312,12 @@ class Validator:
             self._reject(msg, DeadLetterReason.UNKNOWN_SENSOR, f"no sensor {ident!r}", index, item)
         return None
 
+    @staticmethod
+    def _source(msg: _Message) -> str:
+        if msg.source is None:
+            msg.source = source_of(msg.topic)
+        return msg.source
+
     def _reject(
         self,
         msg: _Message,
@@ -290,8 +325,16 @@ class Validator:
         detail: str,
         index: int | None = None,
         item: object = None,
-    ) -> None:
-        """Dead-letter the message, or one batch item (then `item` is what is kept)."""
+    ) -> bool:
+        """Dead-letter the message, or one batch item (then `item` is what is kept).
+
+        Returns False when the source is over its limit: counted in ``limited`` only.
+        """
+        if self._limiter is not None and not self._limiter.take(
+            self._source(msg), msg.received_us / 1e6
+        ):
+            msg.out.limited.append(reason)
+            return False
         # Only a rejected batch item pays for serialising itself back.
         payload = _item_bytes(item) if index is not None else msg.payload
         text, truncated = payload_text(payload, self._limits.deadletter_payload_limit)
@@ -308,3 +351,4 @@ class Validator:
                 truncated=truncated,
             )
         )
+        return True

@@ -151,6 +151,13 @@ class PipelineRig:
                     qos=1,
                 )
 
+    async def publish_raw(self, company: str, payload: bytes) -> None:
+        """Publish one payload as it is on the test's gateway topic, QoS 1."""
+        async with aiomqtt.Client(self.mqtt.host, self.mqtt.port) as client:
+            await client.publish(
+                f"tenants/{company}/gateways/gw-{self.suffix}/readings", payload, qos=1
+            )
+
     async def read_topic(self, kind: str, *, expect: int, deadline_s: float = 60.0) -> list[Any]:
         """Every record value (JSON) of a topic from the start; waits for `expect` of them."""
         consumer = AIOKafkaConsumer(

@@ -180,6 +180,12 @@ class IngestSettings(_Group):
     # MQTT v5 session expiry: how long the broker keeps our queue while we are away.
     session_expiry_seconds: Annotated[int, Field(ge=0)] = 7 * 86_400
     progress_log_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Dead letters per second that one source (a gateway, or a tenant's single-sensor
+    # topics) may cause, after a burst; beyond, its rejections are counted and dropped
+    # so that its garbage cannot hold up other tenants (ingest/ratelimit.py). 0: no limit.
+    rejection_rate_per_source: Annotated[float, Field(ge=0)] = 50.0
+    rejection_burst_per_source: Annotated[int, Field(ge=1, le=10_000_000)] = 500
+    rejection_max_sources: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
 
 
 class DetectorSettings(_Group):

@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Final, Literal, NotRequired
 
-from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, TypeAdapter, with_config
+from pydantic import (
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    TypeAdapter,
+    with_config,
+)
 from typing_extensions import TypedDict
 
 __all__ = [
@@ -49,7 +57,11 @@ CONTRACT_VERSION: Final = 1
 # NUMERIC(15,6) holds magnitudes below 10**9.
 VALUE_LIMIT: Final = 1e9
 
-Text = Annotated[str, StringConstraints(max_length=200)]
+# PostgreSQL text cannot hold NUL: refused here (invalid_schema) rather than by the
+# stream's insert, after the reading was already scored and published.
+Text = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
+# A JSON number, nothing else: lax mode would take `true` as 1.0 and "2.5" as 2.5.
+Number = Annotated[float, Strict()]
 DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 # TypedDicts rather than models: validation and serialisation then run in
@@ -65,11 +77,11 @@ class ReadingPayload(TypedDict):
 
     v: NotRequired[Literal[1]]
     timestamp: AwareDatetime
-    value: float
+    value: Number
     unit: NotRequired[Text | None]
-    quality_score: NotRequired[Annotated[float, Field(ge=0, le=1)] | None]
-    ambient_temperature: NotRequired[Annotated[float, Field(ge=-100, le=200)] | None]
-    ambient_humidity: NotRequired[Annotated[float, Field(ge=0, le=100)] | None]
+    quality_score: NotRequired[Annotated[Number, Field(ge=0, le=1)] | None]
+    ambient_temperature: NotRequired[Annotated[Number, Field(ge=-100, le=200)] | None]
+    ambient_humidity: NotRequired[Annotated[Number, Field(ge=0, le=100)] | None]
     weather_conditions: NotRequired[Text | None]
 
 

@@ -30,10 +30,13 @@ log = structlog.get_logger(__name__)
 
 _CHUNK: Final = 5000  # sensors built between two yields to the event loop
 
+# trigger_conditions as text, parsed by pydantic (whose JSON parser stops at a depth of
+# 200): psycopg's json.loads of a jsonb nested 1,000 deep raised RecursionError out of
+# the load, and one tenant's trigger stopped every tenant's triggers.
 _TRIGGERS: Final = """
 SELECT t.id::text AS id, t.company_id::text AS company_id, t.trigger_number, t.trigger_name,
        t.sensor_id::text AS sensor_id, t.condition_type::text AS condition_type,
-       t.trigger_conditions, t.auto_create_work_order,
+       t.trigger_conditions::text AS trigger_conditions, t.auto_create_work_order,
        t.work_order_template_id::text AS template_id, t.priority_level::text AS priority_level,
        t.notify_customer, t.notify_technician, t.notification_template, t.updated_at,
        ce.company_id::text AS sensor_company, jt.company_id::text AS template_company
@@ -217,7 +220,11 @@ def _parse(rows: list[dict[str, Any]], previous: Directory | None, directory: Di
             if trigger_id in previous.rejected:
                 directory.rejected[trigger_id] = previous.rejected[trigger_id]
                 continue
-        spec = _spec(row)
+        try:
+            spec = _spec(row)
+        except Exception as exc:  # one trigger never stops the others from loading
+            log.exception("trigger could not be parsed", trigger_id=trigger_id)
+            spec = f"invalid: {type(exc).__name__}"
         if isinstance(spec, str):
             directory.rejected[trigger_id] = Rejection(
                 trigger_id, row["company_id"], row["trigger_number"], version, spec

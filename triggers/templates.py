@@ -177,10 +177,18 @@ def _check(text: str) -> None:
         msg = f"template of {len(text)} characters (at most {MAX_TEMPLATE})"
         raise TemplateRejected(msg)
     try:
-        ast = _ENV.parse(text)
+        _check_tree(text)
     except TemplateError as exc:
         msg = f"syntax error: {exc}"
         raise TemplateRejected(" ".join(msg.split())) from exc
+    except RecursionError as exc:  # e.g. 990 nested parentheses fit in MAX_TEMPLATE
+        msg = "nested too deeply"
+        raise TemplateRejected(msg) from exc
+
+
+def _check_tree(text: str) -> None:
+    """Parse and walk the template (both recurse: the caller catches RecursionError)."""
+    ast = _ENV.parse(text)
     unknown = meta.find_undeclared_variables(ast) - FIELDS - _BUILTINS
     if unknown:
         msg = (

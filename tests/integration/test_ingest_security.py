@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -12,6 +13,7 @@ import uuid
 import aiomqtt
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from ingest.mqtt import MqttAuthError
 from ingest.service import IngestService
@@ -27,15 +29,28 @@ pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.postgres]
 async def test_wrong_credentials_stop_ingest_with_a_clear_error(
     secure_mosquitto: SecureBroker, schema_database: DatabaseSettings, kafka_bootstrap: str
 ) -> None:
+    wrong = f"wrong-{uuid.uuid4().hex}"
     mqtt = secure_mosquitto.mqtt_settings(secure_mosquitto.ingest).model_copy(
-        update={"password": SecretStr("wrong")}
+        update={"password": SecretStr(wrong)}
     )
-    service = IngestService(ingest_settings(schema_database, kafka_bootstrap, mqtt))
-    with pytest.raises(BaseException) as info:  # noqa: PT011 - a task group wraps it
+    settings = ingest_settings(schema_database, kafka_bootstrap, mqtt)
+    service = IngestService(settings)
+    with capture_logs() as logs, pytest.raises(BaseException) as info:  # noqa: PT011 - a task group wraps it
         await service.run()
     [error] = [e for e in leaves(info.value) if isinstance(e, MqttAuthError)]
     assert "refused the connection" in str(error)
     assert "Not authorized" in str(error)
+    # Audited on both sides, never with the password: ingest's error and log line name
+    # the client id and username; Mosquitto 2.0 logs the refusal, but as "Client
+    # <unknown>" (the id is only logged once a login succeeds).
+    client_id = settings.mqtt.client_id
+    assert repr(client_id) in str(error)
+    assert wrong not in str(error)
+    [failed] = [e for e in logs if e["event"] == "mqtt authentication failed"]
+    assert (failed["client_id"], failed["username"]) == (client_id, mqtt.username)
+    assert wrong not in repr(logs)
+    await _broker_logged_a_refusal(secure_mosquitto)
+    assert wrong not in secure_mosquitto.log_file.read_text(errors="replace")
 
 
 def test_the_cli_exits_1_and_says_why(
@@ -63,6 +78,13 @@ def test_the_cli_exits_1_and_says_why(
     assert done.returncode == 1
     assert "MQTT broker refused the connection" in done.stderr
     assert "definitely-wrong-secret" not in done.stderr + done.stdout
+
+
+async def _broker_logged_a_refusal(broker: SecureBroker) -> None:
+    """Wait (with a deadline) for the broker's log line of a refused login."""
+    async with asyncio.timeout(10):
+        while "disconnected, not authorised" not in broker.log_file.read_text(errors="replace"):
+            await asyncio.sleep(0.1)
 
 
 async def test_mutual_tls_ingest_receives_its_tenants_gateway(

@@ -62,6 +62,11 @@ def test_a_good_reading_resolves_by_device_id_or_sensor_number(validator: Valida
         ({"value": 1}, "invalid_schema"),
         ({"timestamp": TS}, "invalid_schema"),
         ({"timestamp": TS, "value": "warm"}, "invalid_schema"),
+        ({"timestamp": TS, "value": "2.5"}, "invalid_schema"),
+        ({"timestamp": TS, "value": True}, "invalid_schema"),
+        ({"timestamp": TS, "value": 1, "quality_score": False}, "invalid_schema"),
+        ({"timestamp": TS, "value": 1, "unit": "deg\u0000C"}, "invalid_schema"),
+        ({"timestamp": TS, "value": 1, "weather_conditions": "\u0000"}, "invalid_schema"),
         ({"timestamp": "2026-11-25T11:00:00", "value": 1}, "invalid_schema"),
         ({"timestamp": TS, "value": 1, "quality_score": 1.5}, "invalid_schema"),
         ({"timestamp": TS, "value": 1, "v": 2}, "invalid_schema"),
@@ -79,6 +84,28 @@ def test_bad_single_readings_are_dead_lettered(
     validator: Validator, body: object, reason: str
 ) -> None:
     assert _single(validator, "dev-1", body) == [reason]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [
+        ("0001-01-01T00:00:00+01:00", "timestamp_too_old"),
+        ("0001-01-01T00:00:00Z", "timestamp_too_old"),
+        ("9999-12-31T23:59:59-23:59", "timestamp_in_future"),
+        ("9999-12-31T23:59:59.999999Z", "timestamp_in_future"),
+    ],
+)
+def test_timestamps_at_the_ends_of_the_calendar_are_rejected_not_raised(
+    validator: Validator, stamp: str, reason: str
+) -> None:
+    # The rejection's detail once converted the microseconds back to a datetime,
+    # which overflows here: one such reading stopped ingest (and, redelivered, again).
+    body = {"timestamp": stamp, "value": 1}
+    assert _single(validator, "dev-1", body) == [reason]
+    batch = json.dumps({"readings": [{"device_id": "dev-1", **body}]}).encode()
+    out = validator.process(f"tenants/{A}/gateways/g/readings", batch, NOW)
+    assert [r.reason.value for r in out.rejections] == [reason]
+    assert stamp[:10] in out.rejections[0].detail
 
 
 def test_unknown_and_foreign_sensors(validator: Validator) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from triggers.templates import (
@@ -97,6 +97,11 @@ def test_loops_conditions_and_loop_counters_are_allowed():
         ("{% if %}", "syntax error: Expected an expression"),
         ("{{ summary ", "syntax error: unexpected end of template"),
         ("x" * 2001, "template of 2001 characters (at most 2000)"),
+        # Short enough, but the parser recursed past Python's limit: RecursionError
+        # escaped, and the trigger directory's load with it (no trigger loaded).
+        ("{{" + "(" * 990 + "1" + ")" * 990 + "}}", "nested too deeply"),
+        ("{{" + "-" * 1990 + "1}}", "nested too deeply"),
+        ("{{ " + "[" * 990 + "]" * 990 + " }}", "nested too deeply"),
     ],
 )
 def test_rejected(text, reason):
@@ -135,7 +140,40 @@ def test_long_loops_are_cut_at_the_output_cap():
     assert time.monotonic() - start < 1.0
 
 
-@given(st.text(max_size=200))
+_PIECES = st.sampled_from(
+    [
+        "{{",
+        "}}",
+        "{%",
+        "%}",
+        "(",
+        ")",
+        "[",
+        "]",
+        "-",
+        "not ",
+        "|",
+        "upper",
+        "summary",
+        "value",
+        "for i in range(3)",
+        "endfor",
+        "if",
+        "endif",
+        " ",
+        "'",
+        '"',
+        "1",
+        "**",
+        "*",
+        "~",
+        ".",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.text(max_size=200) | st.lists(_PIECES, max_size=400).map("".join))
 def test_any_text_is_validated_or_rejected(text):
     try:
         validate_template(text)
