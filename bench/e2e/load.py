@@ -3,7 +3,8 @@
 ``python -m bench.e2e.load PLAN.json`` reads a :class:`Plan`, publishes for
 ``warmup + seconds`` at ``rate`` readings/s (QoS 1), and prints one JSON line: what
 it sent in the measured phase and the excursions it injected (their device and
-reading timestamp, so the orchestrator can match work orders to them).
+reading timestamp, so the orchestrator can match work orders to them). It
+returns once the broker has acknowledged every message.
 
 Each reading's ``timestamp`` is its publish time (epoch milliseconds, strictly
 increasing per sensor), which is what latencies are measured from. Readings go
@@ -13,7 +14,6 @@ messages or gateway batches of ``batch`` consecutive sensors of one company.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import sys
@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from pydantic import BaseModel
 
 _TICK = 0.01
@@ -58,21 +59,58 @@ def _body(ts: int, value: float) -> dict[str, object]:
     return {"timestamp": ts, "value": value}
 
 
-async def run(plan: Plan) -> Outcome:
-    """Publish the plan; returns what was sent."""
+class _Publisher:
+    """QoS 1 publishes through paho's network thread, at most ``window`` unacknowledged.
+
+    paho is told "no in-flight limit" (its own limit rescans the whole outgoing queue
+    on every PUBACK, quadratic under load); the window here keeps message ids unique.
+    """
+
+    def __init__(self, port: int, client_id: str, window: int = 20_000) -> None:
+        self.sent = 0
+        self.acked = 0
+        self._window = window
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client.max_inflight_messages_set(0)
+        self._client.max_queued_messages_set(0)
+        self._client.on_publish = self._on_publish
+        self._client.connect("127.0.0.1", port, keepalive=60)
+        self._client.loop_start()
+
+    def _on_publish(self, *_: object) -> None:
+        self.acked += 1  # one writer: paho's network thread
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Queue one message; waits while the window is full."""
+        while self.sent - self.acked >= self._window:
+            time.sleep(0.001)
+        while self._client.publish(topic, payload, qos=1).rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            time.sleep(0.001)
+        self.sent += 1
+
+    def close(self, deadline_s: float = 120.0) -> None:
+        """Wait for every PUBACK (up to the deadline), then disconnect."""
+        deadline = time.monotonic() + deadline_s
+        while self.acked < self.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def run(plan: Plan) -> Outcome:  # noqa: PLR0915 - one paced loop, read top to bottom
+    """Publish the plan; returns what was sent.
+
+    paho's own network thread writes and reads the socket, so a publish is a
+    queued packet, not an awaited future. Every PUBACK is awaited before the end.
+    """
     rng = random.Random(3)
     devices = plan.devices
     last = [0] * len(devices)  # last timestamp per device, ms
     index = {d: i for i, (_, d) in enumerate(devices)}
     hot = list(plan.hot)
     excursions: list[tuple[str, int]] = []
-    async with aiomqtt.Client(
-        "127.0.0.1",
-        plan.mqtt_port,
-        identifier=f"load-{rng.getrandbits(32):08x}",
-        max_inflight_messages=20_000,
-        max_queued_outgoing_messages=0,
-    ) as client:
+    client = _Publisher(plan.mqtt_port, f"load-{rng.getrandbits(32):08x}")
+    try:
         t0 = time.monotonic()
         measure_at = t0 + plan.warmup
         end = measure_at + plan.seconds
@@ -85,7 +123,6 @@ async def run(plan: Plan) -> Outcome:
             due = int(plan.rate * (now - t0)) - sent
             max_behind = max(max_behind, due / plan.rate)
             now_ms = int(time.time() * 1000)
-            publishes = []
             while due > 0:
                 k = min(due, plan.batch if plan.form == "batch" else 1)
                 company = devices[cursor][0]
@@ -102,29 +139,31 @@ async def run(plan: Plan) -> Outcome:
                 sent += len(items)
                 if now >= measure_at:
                     measured += len(items)
-                publishes.append(_message(plan, company, items))
+                client.publish(*_message(plan, company, items))
             if hot and now >= next_excursion:
                 company, device = hot.pop()
                 i = index[device]
                 ts = max(now_ms, last[i] + 1)
                 last[i] = ts
-                publishes.append(_message(plan, company, [(device, ts, _HOT)]))
+                client.publish(*_message(plan, company, [(device, ts, _HOT)]))
                 excursions.append((device, ts))
                 next_excursion += 1.0 / plan.excursions_per_s
-            if publishes:
-                await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in publishes))
             delay = _TICK - (time.monotonic() - now)
             if delay > 0:
-                await asyncio.sleep(delay)
-        return Outcome(
-            measure_from_ms=measure_from_ms,
-            measure_until_ms=int(time.time() * 1000),
-            sent=sent,
-            measured=measured,
-            rate=round(measured / max(1e-9, time.monotonic() - measure_at), 1),
-            max_behind_s=round(max_behind, 3),
-            excursions=excursions,
-        )
+                time.sleep(delay)
+        elapsed = time.monotonic() - measure_at
+        until_ms = int(time.time() * 1000)
+    finally:
+        client.close()
+    return Outcome(
+        measure_from_ms=measure_from_ms,
+        measure_until_ms=until_ms,
+        sent=sent,
+        measured=measured,
+        rate=round(measured / max(1e-9, elapsed), 1),
+        max_behind_s=round(max_behind, 3),
+        excursions=excursions,
+    )
 
 
 def _message(plan: Plan, company: str, items: list[tuple[str, int, float]]) -> tuple[str, bytes]:
@@ -143,7 +182,7 @@ def _message(plan: Plan, company: str, items: list[tuple[str, int, float]]) -> t
 def main() -> None:
     """Run the plan named on the command line; print the outcome as one JSON line."""
     plan = Plan.model_validate_json(Path(sys.argv[1]).read_bytes())
-    outcome = asyncio.run(run(plan))
+    outcome = run(plan)
     sys.stdout.write(outcome.model_dump_json() + "\n")
 
 
