@@ -9,12 +9,14 @@ stored once, every excursion one work order, no process exits.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from stream.sink import ReadingsSink
 from tests.fix_chaos import drain_and_check, wait_ticks
 from tmiot.chaos.backends import PrivateKafka
 from tmiot.chaos.pipeline import Pipeline
@@ -37,6 +39,32 @@ def kafka_behind_proxy(tmp_path: Path) -> Iterator[tuple[str, TcpProxy]]:
         yield f"127.0.0.1:{proxy.port}", proxy
 
 
+async def test_stream_sink_waits_for_an_unreachable_database(
+    schema_database: DatabaseSettings,
+) -> None:
+    """A stream worker starting while its database is unreachable waits for it (was: exited)."""
+    with TcpProxy(*_pg_target(schema_database)) as pg:
+        pg.cut()
+        db = DatabaseSettings(
+            url=make_conninfo(schema_database.url, host="127.0.0.1", port=str(pg.port))
+        )
+        sink = ReadingsSink(db, retry_cap_seconds=0.5)
+        opening = asyncio.create_task(sink.__aenter__())
+        async with asyncio.timeout(30):
+            while pg.refused < 2:
+                assert not opening.done(), opening.exception()
+                await asyncio.sleep(0.05)
+        pg.resume()
+        async with asyncio.timeout(30):
+            await opening
+        await sink.__aexit__(None, None, None)
+
+
+def _pg_target(db: DatabaseSettings) -> tuple[str, int]:
+    params = conninfo_to_dict(db.url)
+    return str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
+
+
 def test_kafka_and_postgres_links_cut_delayed_and_stalled(
     schema_database: DatabaseSettings,
     kafka_behind_proxy: tuple[str, TcpProxy],
@@ -44,8 +72,7 @@ def test_kafka_and_postgres_links_cut_delayed_and_stalled(
     tmp_path: Path,
 ) -> None:
     bootstrap, kafka = kafka_behind_proxy
-    params = conninfo_to_dict(schema_database.url)
-    target = (str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))
+    target = _pg_target(schema_database)
     workload = Workload.register(
         schema_database, rate=100, seconds=56, incident_sensors=10, lead_seconds=8
     )

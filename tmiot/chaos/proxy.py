@@ -49,7 +49,8 @@ class TcpProxy:
         """Prepare the proxy; it listens once entered (`port` 0: any free port)."""
         self.target = (target_host, target_port)
         self.port = port
-        self.connections = 0  # accepted since start, for the record
+        self.connections = 0  # forwarded since start, for the record
+        self.refused = 0  # reset at once because the link was cut
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -139,6 +140,7 @@ class TcpProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._cut:
+            self.refused += 1
             _reset(writer)
             return
         try:
