@@ -100,6 +100,13 @@ bench-replay: install ## tmiot replay --fast of a 1M-record recording vs a bare 
 bench-triggers: install ## Trigger evaluation rate vs bare, MQTT-to-work-order latency at 5k readings/s -> bench/results/triggers.{md,json}
 	$(BIN)/python bench/bench_triggers.py
 
+SOAK_MINUTES ?= 30
+SOAK_RATE ?= 200
+
+.PHONY: soak
+soak: install ## The pipeline under random faults for SOAK_MINUTES (30) at SOAK_RATE readings/s -> bench/results/soak.{md,json}
+	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_RATE=$(SOAK_RATE) $(BIN)/python -m tmiot.chaos.soak
+
 NAB ?= ../shared/nab
 NAB_OUT := .tmiot/nab
 

@@ -72,7 +72,15 @@ def test_postgres_and_mosquitto_restart(
     )
     mqtt = MqttSettings(host="127.0.0.1", port=private_mosquitto.port)
     with Pipeline(
-        private_database.url, kafka_bootstrap, mqtt.host, mqtt.port, tmp_path / "logs"
+        private_database.url,
+        kafka_bootstrap,
+        mqtt.host,
+        mqtt.port,
+        tmp_path / "logs",
+        # Without $share: Mosquitto 2.0 does not restore a persistent session's shared
+        # subscriptions after a restart, so what is published before ingest subscribes
+        # again is dropped (tests/integration/test_mqtt_broker_restart.py shows it).
+        share_group="",
     ) as pipeline:
         _start_all(pipeline, workers=1)
         publisher = WorkloadPublisher(workload, mqtt)

@@ -32,6 +32,7 @@ __all__ = [
     "ReadingsAccount",
     "WorkOrderAccount",
     "count_readings",
+    "missing_by_tick",
     "read_work_orders",
     "wait_drained",
 ]
@@ -82,6 +83,23 @@ def count_readings(
         ).fetchone()
     assert row is not None  # noqa: S101 - an aggregate always returns a row
     return ReadingsAccount(ticks * workload.sensors, int(row[1]), int(row[0]), int(row[2]))
+
+
+def missing_by_tick(db: DatabaseSettings, workload: Workload) -> dict[int, int]:
+    """Readings missing per tick (ticks with every sensor's reading left out), for diagnosis."""
+    start = _EPOCH + dt.timedelta(microseconds=workload.start_us)
+    with psycopg.connect(conninfo(db)) as conn:
+        rows = conn.execute(
+            "SELECT reading_timestamp, count(*) FROM sensor_readings"
+            " WHERE sensor_id = ANY(%s::uuid[]) AND reading_timestamp >= %s GROUP BY 1",
+            (workload.sensor_ids(), start),
+        ).fetchall()
+    stored = {round((ts - start).total_seconds()): int(n) for ts, n in rows}
+    return {
+        tick: workload.sensors - stored.get(tick, 0)
+        for tick in range(workload.ticks)
+        if stored.get(tick, 0) < workload.sensors
+    }
 
 
 @dataclass(slots=True)

@@ -70,6 +70,9 @@ class Pipeline:
     mqtt_port: int
     log_dir: Path
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # "" subscribes ingest without $share: Mosquitto 2.0 does not restore a persistent
+    # session's shared subscriptions after a restart (see docs/architecture.md).
+    share_group: str | None = None  # None: a group of the run's own
     extra_env: dict[str, str] = field(default_factory=dict)
     _services: dict[str, _Service] = field(default_factory=dict)
 
@@ -105,7 +108,9 @@ class Pipeline:
                 "TMIOT_MQTT__HOST": self.mqtt_host,
                 "TMIOT_MQTT__PORT": str(self.mqtt_port),
                 "TMIOT_MQTT__CLIENT_ID": f"ingest-{self.suffix}",
-                "TMIOT_MQTT__SHARE_GROUP": f"g{self.suffix}",
+                "TMIOT_MQTT__SHARE_GROUP": (
+                    f"g{self.suffix}" if self.share_group is None else self.share_group
+                ),
                 "TMIOT_MQTT__KEEPALIVE_SECONDS": "5",
                 "TMIOT_INGEST__SESSION_EXPIRY_SECONDS": "3600",
                 "TMIOT_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,

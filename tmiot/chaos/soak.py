@@ -46,6 +46,7 @@ from tmiot.chaos.accounting import (
     WorkOrderAccount,
     count_readings,
     match_work_orders,
+    missing_by_tick,
     read_work_orders,
 )
 from tmiot.chaos.backends import PrivateKafka, PrivateMosquitto, PrivatePostgres
@@ -90,12 +91,16 @@ class _Rig:
     kafka: PrivateKafka
     rng: random.Random
     faults: Counter[str] = field(default_factory=Counter)
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (s since start, fault)
+    started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
     crashes: Counter[str] = field(default_factory=Counter)
     peaks: dict[str, int] = field(default_factory=dict)  # KiB, brokers included
 
     def inject(self, kind: str) -> float:
         """Inject one fault; return how long its link fault lasts (0: immediate)."""
         self.faults[kind] += 1
+        self.timeline.append((round(time.monotonic() - self.started, 1), kind))
         log.info("fault", kind=kind, count=self.faults[kind])
         if kind.startswith("kill-"):
             name = kind.removeprefix("kill-")
@@ -187,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                 "127.0.0.1",
                 mosquitto.port,
                 run_dir / "logs",
+                # One ingest, subscribed without $share: Mosquitto 2.0 forgets a persistent
+                # session's shared subscriptions across its restarts.
+                share_group="",
             )
         )
         rig = _Rig(pipeline, postgres, mosquitto, kafka_proxy, pg_proxy, kafka, rng)
@@ -208,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         _run_faults(rig, publisher, db, seconds, fault_every)
         readings, orders = _drain(rig, publisher, db, bootstrap)
         rig.sample()
+        lost_ticks = missing_by_tick(db, workload) if readings.lost else {}
         report = _report(
             args,
             rig=rig,
@@ -217,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             orders=orders,
             wall_seconds=time.monotonic() - started,
         )
+        report["lost_by_tick"] = {str(k): v for k, v in sorted(lost_ticks.items())[:50]}
+        report["publish_start_s"] = round(workload.start_us / 1e6 - rig.started_wall, 1)
     _write(args.out, report)
     print(_markdown(report), flush=True)  # noqa: T201 - the soak's output
     return 0 if report["ok"] else 1
@@ -343,6 +354,7 @@ def _report(  # noqa: PLR0913 - one argument per part of the report
             "resent_same_key": orders.resent,
         },
         "faults": dict(sorted(rig.faults.items())),
+        "fault_timeline": [f"{t:.0f}s {kind}" for t, kind in rig.timeline],
         "crashes": dict(rig.crashes),
         "process_starts": rig.pipeline.starts(),
         "peak_rss_mib": peaks,
@@ -372,6 +384,8 @@ def _markdown(r: dict[str, Any]) -> str:
         "|---|---:|",
         *(f"| {k} | {v} |" for k, v in r["faults"].items()),
         "",
+        f"Timeline (seconds since the start of the run): {', '.join(r['fault_timeline'])}.",
+        "",
         (
             f"Services that exited by themselves: {r['crashes'] or 'none'}."
             f" Processes started per service: {r['process_starts']}."
@@ -383,6 +397,11 @@ def _markdown(r: dict[str, Any]) -> str:
         *(f"| {k} | {v} |" for k, v in r["peak_rss_mib"].items()),
         "",
     ]
+    if r.get("lost_by_tick"):
+        lines += [
+            f"Readings missing per tick (tick 0 at {r['publish_start_s']} s): {r['lost_by_tick']}.",
+            "",
+        ]
     return "\n".join(lines)
 
 
