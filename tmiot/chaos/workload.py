@@ -19,13 +19,11 @@ then returns to normal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -192,9 +190,17 @@ class WorkloadPublisher:
     finished: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     _unacked: dict[int, _Message] = field(default_factory=dict)
+    _taken: int = 0  # messages below this sequence number have left the queue
     _generated: bool = False
     _all_acked: asyncio.Event = field(default_factory=asyncio.Event)
     _queue: asyncio.Queue[_Message] = field(default_factory=lambda: asyncio.Queue(5000))
+
+    def acked(self, seq: int) -> None:
+        """The broker acknowledged message `seq`."""
+        self._unacked.pop(seq, None)
+        self.stats.acked += 1
+        if self._generated and not self._unacked:
+            self._all_acked.set()
 
     def start_thread(self) -> threading.Thread:
         """Run :meth:`run` on an event loop of its own in a thread (the caller may block)."""
@@ -276,67 +282,71 @@ class WorkloadPublisher:
                 await asyncio.sleep(delay)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        """Resend what the last connection left unacknowledged, then follow the queue."""
-        slots = asyncio.Semaphore(_WINDOW)
-        lost = asyncio.Event()
-        failure: list[aiomqtt.MqttError] = []
+        """Resend what earlier connections left unacknowledged, then follow the queue.
 
-        async def publish(message: _Message) -> None:
-            try:
-                await client.publish(message.topic, message.payload, qos=1, timeout=20)
-            except aiomqtt.MqttError as exc:
-                failure.append(exc)
-                lost.set()
-                return
-            finally:
-                slots.release()
-            self._unacked.pop(message.seq, None)
-            self.stats.acked += 1
-            if self._generated and not self._unacked:
-                self._all_acked.set()
-
-        async def watch() -> None:
-            # aiomqtt fails a pending publish only at its timeout; a dropped
-            # connection should end this one at once.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(client._disconnected)  # noqa: SLF001 - see above
-            lost.set()
-
-        watcher = asyncio.create_task(watch())
+        Raises MqttError when the connection is lost; publishes still pending then
+        are cancelled and stay unacknowledged, for the next connection.
+        """
+        link = _Link(self, client)
+        follower = asyncio.create_task(link.follow())
+        # aiomqtt fails a pending publish only at its timeout: watch the connection too.
+        gone: asyncio.Future[None] = asyncio.ensure_future(
+            asyncio.shield(client._disconnected)  # noqa: SLF001 - see above
+        )
+        lost = asyncio.create_task(link.lost.wait())
+        first: set[asyncio.Future[Any]] = {follower, gone, lost}
         try:
-            await self._pump(slots, lost, publish)
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            watcher.cancel()
-        raise failure[0] if failure else aiomqtt.MqttError("connection lost")
+            waiting: list[asyncio.Future[Any]] = [*first, *link.pending]
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+        raise link.failure or aiomqtt.MqttError("connection lost")
 
-    async def _pump(
-        self,
-        slots: asyncio.Semaphore,
-        lost: asyncio.Event,
-        publish: Callable[[_Message], Coroutine[Any, Any, None]],
-    ) -> None:
-        """Hand the backlog, then queued messages, to publish tasks until the link is lost."""
-        async with asyncio.TaskGroup() as tg:
-            queued = {m.seq for m in self._queue._queue}  # type: ignore[attr-defined]  # noqa: SLF001
-            backlog = sorted(s for s in self._unacked if s not in queued)
-            for seq in backlog:
-                message = self._unacked.get(seq)
-                if message is None:
-                    continue
-                await slots.acquire()
-                if lost.is_set():
-                    break
-                self.stats.resent += 1
-                tg.create_task(publish(message))
-            while not lost.is_set():
-                getter = asyncio.ensure_future(self._queue.get())
-                waiter = asyncio.ensure_future(lost.wait())
-                await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                if not getter.done():
-                    getter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await getter
-                    break
-                await slots.acquire()
-                tg.create_task(publish(getter.result()))
+
+class _Link:
+    """One connection's publishing: a window of publishes awaiting their PUBACK."""
+
+    def __init__(self, publisher: WorkloadPublisher, client: aiomqtt.Client) -> None:
+        self.publisher = publisher
+        self.client = client
+        self.slots = asyncio.Semaphore(_WINDOW)
+        self.lost = asyncio.Event()
+        self.failure: aiomqtt.MqttError | None = None
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def follow(self) -> None:
+        """The previous connections' unacknowledged messages first, then the queue."""
+        p = self.publisher
+        for seq in sorted(s for s in p._unacked if s < p._taken):  # noqa: SLF001 - its helper
+            message = p._unacked.get(seq)  # noqa: SLF001
+            if message is not None:
+                p.stats.resent += 1
+                if not await self._send(message):
+                    return
+        while True:
+            message = await p._queue.get()  # noqa: SLF001
+            p._taken = message.seq + 1  # noqa: SLF001
+            if not await self._send(message):
+                return
+
+    async def _send(self, message: _Message) -> bool:
+        await self.slots.acquire()
+        if self.lost.is_set():
+            return False
+        task = asyncio.create_task(self._publish(message))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+        return True
+
+    async def _publish(self, message: _Message) -> None:
+        try:
+            await self.client.publish(message.topic, message.payload, qos=1, timeout=20)
+        except aiomqtt.MqttError as exc:
+            self.failure = exc
+            self.lost.set()
+            return
+        finally:
+            self.slots.release()
+        self.publisher.acked(message.seq)
