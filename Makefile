@@ -104,6 +104,13 @@ bench-triggers: install ## Trigger evaluation rate vs bare, MQTT-to-work-order l
 bench: install ## The whole pipeline vs the naive bridge and the stage limits, rising rates -> bench/results/e2e.{md,json,png} (BENCH_ARGS="--seconds 30")
 	$(BIN)/python -m bench.e2e $(BENCH_ARGS)
 
+SOAK_MINUTES ?= 30
+SOAK_RATE ?= 200
+
+.PHONY: soak
+soak: install ## The pipeline under random faults for SOAK_MINUTES (30) at SOAK_RATE readings/s -> bench/results/soak.{md,json}
+	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_RATE=$(SOAK_RATE) $(BIN)/python -m tmiot.chaos.soak
+
 NAB ?= ../shared/nab
 NAB_OUT := .tmiot/nab
 

@@ -142,6 +142,10 @@ def _columns(batch: ScoredBatch, rows: Sequence[int] | None = None) -> list[list
     return cols
 
 
+async def _nothing(conn: Conn) -> None:
+    del conn
+
+
 class ReadingsSink:
     """One database connection for a stream worker; an async context manager."""
 
@@ -153,7 +157,7 @@ class ReadingsSink:
 
     async def __aenter__(self) -> Self:
         """Connect (retrying while the database is unreachable)."""
-        await self._connection()
+        await self._retrying("connect", _nothing)
         return self
 
     async def __aexit__(

@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fix_mosquitto",
     "tests.fix_stream",
     "tests.fix_pipeline",
+    "tests.fix_chaos",
 ]
 
 

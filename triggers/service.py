@@ -20,6 +20,12 @@ Other tasks: the directory refresh (triggers changed without restart), a tick
 for time-driven conditions and outbox retries, and the ``workorders.outcomes``
 consumer (its own consumer group) that keeps false-positive rates and closes
 resolved incidents.
+
+A lost database connection (a restart, a cut link) or a Kafka request that
+failed ends the *session*, not the process: everything is closed, the in-memory
+states are dropped, and after a capped, jittered backoff a new session starts
+from the checkpoints, exactly as a restarted process would (same incidents, same
+keys; the store ignores the replayed ones).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import random
 import time
 from collections.abc import Iterable
 from typing import Any, Final
@@ -34,11 +41,13 @@ from typing import Any, Final
 import psycopg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from tmiot.config import Settings
 from tmiot.db import conninfo
+from tmiot.errors import leaves
 from tmiot.events import (
     DEADLETTER_SCHEMA,
     NOTIFICATION_SCHEMA,
@@ -64,6 +73,9 @@ log = structlog.get_logger(__name__)
 
 _PAYLOAD_LIMIT: Final = 4096
 _RETRY_AFTER: Final = dt.timedelta(seconds=30)  # an unsent outbox row older than this is resent
+# A lost connection ends the session; these may heal by themselves (a retry is worth it).
+_RETRIABLE: Final = (psycopg.OperationalError, psycopg.InterfaceError, KafkaError)
+_STEADY_SECONDS: Final = 60.0  # a session that lasted this long resets the backoff
 
 
 def _now_us() -> int:
@@ -78,7 +90,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._service.revoked({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self._service.assigned({tp.partition for tp in assigned})
+        try:
+            await self._service.assigned({tp.partition for tp in assigned})
+        except _RETRIABLE as exc:
+            # aiokafka logs and swallows a listener's error, which would leave the
+            # partitions consumed without their states: end the session instead.
+            self._service.failure = exc
 
 
 class TriggerService:
@@ -95,6 +112,11 @@ class TriggerService:
         )
         self.directory = Directory()
         self.ready = asyncio.Event()
+        self.failure: BaseException | None = None  # set by a rebalance that failed
+        # False between changing the evaluator's states and committing their incidents:
+        # a checkpoint then would save states whose incidents the database never got.
+        self._settled = True
+        self.sessions = 0
         self._topics = settings.kafka.topics
         self._lock = asyncio.Lock()
         self._partition_of: dict[str, int] = {}
@@ -116,7 +138,48 @@ class TriggerService:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until cancelled."""
+        """Run sessions until cancelled; a lost connection starts a new one after a backoff."""
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except* _RETRIABLE as group:
+                error = leaves(group)[0]
+            self._forget()
+            attempt = 1 if time.monotonic() - started >= _STEADY_SECONDS else attempt + 1
+            delay = random.uniform(0, min(30.0, 1.5**attempt))  # noqa: S311 - jitter
+            log.warning(
+                "trigger session lost; restarting from the checkpoints",
+                error=f"{type(error).__name__}: {str(error).strip()[:200]}",
+                retry_in=round(delay, 2),
+                attempt=attempt,
+            )
+            await asyncio.sleep(delay)
+
+    def _forget(self) -> None:
+        """Drop the session's in-memory state: the next one restores it from the database."""
+        cfg = self.settings.triggers
+        self.ready.clear()
+        self.failure = None
+        self._settled = True
+        self.evaluator = Evaluator(
+            lateness_seconds=cfg.lateness_seconds,
+            backfill_horizon_seconds=cfg.backfill_horizon_seconds,
+        )
+        self.directory = Directory()
+        self._partition_of.clear()
+        self._offsets.clear()
+        self._owned.clear()
+        self._sensors_loaded = 0.0
+        self._store = self._checkpoints = None
+        self._writing = self._committing = None
+        self._producer = None
+        self._consumer = None
+
+    async def _session(self) -> None:
+        """Connect, restore, consume until a connection is lost (raises) or cancelled."""
+        self.sessions += 1
         kafka = self.settings.kafka
         cfg = self.settings.triggers
         await ensure_topics(
@@ -240,8 +303,13 @@ class TriggerService:
 
         One write at a time, in order: a snapshot first waits for the previous
         write, whose failure raises here, so no offset is saved past lost states.
+        Skipped while the last poll's incidents are uncommitted (it failed or was
+        cancelled half-way): the next session replays them from the last checkpoint.
         """
         await self._checkpoint_written()
+        if not self._settled:
+            log.warning("checkpoint skipped: the last poll's incidents are not committed")
+            return
         states = self.evaluator.take_dirty()
         offsets = {p: o for p, o in self._offsets.items() if p in self._owned}
         partition_of = {s: p for _, s in states if (p := self._partition_of.get(s)) is not None}
@@ -264,10 +332,13 @@ class TriggerService:
         cfg = self.settings.triggers
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=cfg.max_poll_records)
+            if self.failure is not None:
+                raise self.failure
             if not batches:
                 continue
             started = time.monotonic()
             async with self._lock:
+                self._settled = False
                 now_us = _now_us()
                 transitions: list[Transition] = []
                 received: dict[str, int] = {}
@@ -280,6 +351,7 @@ class TriggerService:
                     self._offsets[tp.partition] = records[-1].offset + 1
                 await self._deadletters(letters)
                 await self._apply(transitions, received)
+                self._settled = True
                 if time.monotonic() - self._last_checkpoint >= cfg.checkpoint_seconds:
                     await self._checkpoint()
             # Kafka offsets are for lag visibility only (the database holds the truth), so
@@ -429,6 +501,7 @@ class TriggerService:
             self._sensors_loaded = now
         written = await audit_changes(conn, before, after, self._audited)
         async with self._lock:
+            self._settled = False
             self.directory = after
             removed = set(before.triggers) - set(after.triggers) if before else set()
             transitions: list[Transition] = []
@@ -436,6 +509,7 @@ class TriggerService:
                 transitions.extend(self.evaluator.forget_trigger(trigger_id))
             if transitions and self._store is not None:
                 await self._apply(transitions, {})
+            self._settled = True
         self.metrics.active.set(len(after.triggers))
         self.metrics.rejected.set(len(after.rejected))
         if written or removed:
@@ -460,6 +534,7 @@ class TriggerService:
         while True:
             await asyncio.sleep(self.settings.triggers.tick_seconds)
             async with self._lock:
+                self._settled = False
                 now_us = _now_us()
                 transitions = self.evaluator.tick(
                     now_us, self.directory.triggers, self.directory.sensors
@@ -473,6 +548,7 @@ class TriggerService:
                         if found is not None:
                             transitions.append(found)
                 await self._apply(transitions, {})
+                self._settled = True
                 cutoff = dt.datetime.now(dt.UTC) - _RETRY_AFTER
                 await self._send(await self.store.unsent(cutoff))
                 if (
