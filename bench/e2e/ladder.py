@@ -91,7 +91,7 @@ async def run_step(rig: Rig, spec: StepSpec, hot: list[tuple[str, str]]) -> dict
     try:
         return await _measure(rig, spec, hot, active)
     finally:
-        rig.stop_systems()
+        await rig.stop_systems()
 
 
 async def _measure(  # noqa: PLR0915 - one step, read top to bottom

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import aiomqtt
 import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -100,9 +102,31 @@ class Rig:
     bootstrap: str = ""
     fleet: Fleet | None = None
     starts: int = 0  # systems started so far: each start logs to its own directory
-    # One MQTT session and share group for every ingest start: a new group per start
-    # would leave durable sessions behind that Mosquitto keeps queueing for.
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    @property
+    def _client_id(self) -> str:
+        """Ingest's MQTT client id in the current start (its durable session's name)."""
+        return f"e2e-{self.suffix}-{self.starts}"
+
+    async def _end_session(self) -> None:
+        """Delete ingest's durable session and what Mosquitto queued for it.
+
+        A step that fell behind leaves readings queued for the session; they must
+        not flow into the next step's counts.
+        """
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 0
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            self.mqtt_port,
+            identifier=self._client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=True,
+            properties=props,
+        ):
+            pass
+
     procs: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     _mosquitto: subprocess.Popen[bytes] | None = None
     _kafka: subprocess.Popen[bytes] | None = None
@@ -115,7 +139,9 @@ class Rig:
     async def start(self, sensors: int) -> None:
         """Mosquitto up, database recreated with the schema, the fleet registered."""
         self.mqtt_port = free_port()
-        self._mosquitto = start_mosquitto(self.mqtt_port, self.work, name="mosquitto")
+        self._mosquitto = start_mosquitto(
+            self.mqtt_port, self.work, name="mosquitto", extra_conf="set_tcp_nodelay true\n"
+        )
         name = str(conninfo_to_dict(self.db.url).get("dbname"))
         with psycopg.connect(conninfo(self.db, dbname="postgres"), autocommit=True) as conn:
             conn.execute(
@@ -151,15 +177,20 @@ class Rig:
             stop_pid(self._kafka.pid)
             self._kafka = None
 
-    def stop_systems(self) -> None:
-        """Stop the systems under test, then the pipeline's broker."""
+    async def stop_systems(self) -> None:
+        """Stop the systems under test, ingest's MQTT session, then the pipeline's broker."""
+        had_ingest = "ingest" in self.procs
         for name in list(self.procs):
             self.stop_system(name)
+        if had_ingest:
+            await self._end_session()
         self.stop_kafka()
 
     def stop(self) -> None:
         """Stop every process this rig started."""
-        self.stop_systems()
+        for name in list(self.procs):
+            self.stop_system(name)
+        self.stop_kafka()
         if self._mosquitto is not None:
             stop_pid(self._mosquitto.pid)
 
@@ -171,8 +202,8 @@ class Rig:
             **os.environ,
             "TMIOT_DATABASE__URL": self.db.url,
             "TMIOT_MQTT__PORT": str(self.mqtt_port),
-            "TMIOT_MQTT__CLIENT_ID": f"e2e-{self.suffix}",
-            "TMIOT_MQTT__SHARE_GROUP": f"e{self.suffix}",
+            "TMIOT_MQTT__CLIENT_ID": self._client_id,
+            "TMIOT_MQTT__SHARE_GROUP": f"e{group}",
             "TMIOT_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
             "TMIOT_KAFKA__PARTITIONS": str(PARTITIONS),
             "TMIOT_STREAM__APP_ID": f"stream-{group}",
