@@ -133,7 +133,11 @@ async def _measure(  # noqa: PLR0915 - one step, read top to bottom
         await asyncio.sleep(0.25)
         stored = await rig.rows()
     drain = time.monotonic() - t0
-    await asyncio.sleep(max(0.0, 3.0 - drain))  # the last work orders
+    if orders is not None:  # the last work orders: until each excursion has one, or 10 s
+        wanted = [(fleet.sensor_id[d], ts) for d, ts in outcome.excursions]
+        deadline = time.monotonic() + 10.0
+        while orders.latencies(wanted)[1] and time.monotonic() < deadline:  # noqa: ASYNC110 - a poll with a deadline
+            await asyncio.sleep(0.1)
     rows.stop()
     await poller
     row_lat = [x for x in rows.latencies if x > -1]
