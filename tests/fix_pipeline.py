@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from tmiot.chaos.pipeline import topics_env
 from tmiot.config import DatabaseSettings, KafkaSettings, MqttSettings
 from tmiot.db import conninfo
 from tmiot.kafka import ensure_topics
@@ -58,13 +59,7 @@ class PipelineRig:
             "TMIOT_INGEST__SESSION_EXPIRY_SECONDS": "300",
             "TMIOT_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
             "TMIOT_KAFKA__PARTITIONS": str(PARTITIONS),
-            "TMIOT_KAFKA__TOPICS__READINGS_RAW": self.topic("raw"),
-            "TMIOT_KAFKA__TOPICS__READINGS_SCORED": self.topic("scored"),
-            "TMIOT_KAFKA__TOPICS__READINGS_DEADLETTER": self.topic("dlq"),
-            "TMIOT_KAFKA__TOPICS__SENSOR_STATUS": self.topic("status"),
-            "TMIOT_KAFKA__TOPICS__WORKORDERS_REQUESTED": self.topic("wo"),
-            "TMIOT_KAFKA__TOPICS__WORKORDERS_OUTCOMES": self.topic("outcomes"),
-            "TMIOT_KAFKA__TOPICS__NOTIFICATIONS_REQUESTED": self.topic("notify"),
+            **topics_env(self.suffix),
             "TMIOT_STREAM__APP_ID": f"stream-{self.suffix}",
             "TMIOT_STREAM__SESSION_TIMEOUT_SECONDS": "6",
             "TMIOT_STREAM__CHECKPOINT_SECONDS": "1",

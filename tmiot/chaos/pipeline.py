@@ -22,7 +22,7 @@ from typing import Final, Self
 
 import structlog
 
-__all__ = ["Pipeline", "ServiceExited", "rss_kib"]
+__all__ = ["Pipeline", "ServiceExited", "rss_kib", "topics_env"]
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +46,23 @@ def rss_kib(pid: int) -> tuple[int, int]:
         if key in {"VmRSS", "VmHWM"}:
             found[key] = int(rest.split()[0])
     return found.get("VmRSS", 0), found.get("VmHWM", 0)
+
+
+# Topic setting -> the short kind a run's topic names start with (``<kind>.<suffix>``).
+_TOPIC_KINDS: Final = {
+    "READINGS_RAW": "raw",
+    "READINGS_SCORED": "scored",
+    "READINGS_DEADLETTER": "dlq",
+    "SENSOR_STATUS": "status",
+    "WORKORDERS_REQUESTED": "wo",
+    "WORKORDERS_OUTCOMES": "outcomes",
+    "NOTIFICATIONS_REQUESTED": "notify",
+}
+
+
+def topics_env(suffix: str) -> dict[str, str]:
+    """Environment overrides giving every topic a run's own name, ``<kind>.<suffix>``."""
+    return {f"TMIOT_KAFKA__TOPICS__{k}": f"{kind}.{suffix}" for k, kind in _TOPIC_KINDS.items()}
 
 
 @dataclass
@@ -115,13 +132,7 @@ class Pipeline:
                 "TMIOT_INGEST__SESSION_EXPIRY_SECONDS": "3600",
                 "TMIOT_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
                 "TMIOT_KAFKA__PARTITIONS": str(PARTITIONS),
-                "TMIOT_KAFKA__TOPICS__READINGS_RAW": self.topic("raw"),
-                "TMIOT_KAFKA__TOPICS__READINGS_SCORED": self.topic("scored"),
-                "TMIOT_KAFKA__TOPICS__READINGS_DEADLETTER": self.topic("dlq"),
-                "TMIOT_KAFKA__TOPICS__SENSOR_STATUS": self.topic("status"),
-                "TMIOT_KAFKA__TOPICS__WORKORDERS_REQUESTED": self.topic("wo"),
-                "TMIOT_KAFKA__TOPICS__WORKORDERS_OUTCOMES": self.topic("outcomes"),
-                "TMIOT_KAFKA__TOPICS__NOTIFICATIONS_REQUESTED": self.topic("notify"),
+                **topics_env(self.suffix),
                 "TMIOT_STREAM__APP_ID": f"stream-{self.suffix}",
                 "TMIOT_STREAM__SESSION_TIMEOUT_SECONDS": "6",
                 "TMIOT_STREAM__CHECKPOINT_SECONDS": "2",
