@@ -9,11 +9,17 @@ has run, so offsets are committed after the database commit):
    partition's detector states from the last checkpoint and replay the records
    between the checkpoint and this record into them (learning only), so scoring
    continues the same state it had, not a cold model;
-3. score, publish the scored batches (triggers need not wait for the database),
-   write the readings (idempotent), and only once both are done let Faust ack
-   the records;
+3. in chunks of about ``write_readings`` readings: score, publish the scored
+   batches (triggers need not wait for the database), and hand the rows to the
+   writer thread (:mod:`stream.writer`): a chunk's idempotent insert runs while
+   the next chunk is scored, so this process and the database work at once. At
+   most one chunk is in flight (the next waits for it: backpressure). The last
+   chunk's writer acks the buffer's records to Faust once its rows are committed
+   and its scored records and dead letters delivered, so offsets are still
+   committed after the database commit;
 4. every ``checkpoint_seconds``, save the changed detector states with the
-   partition's next offset.
+   partition's next offset; a snapshot begins only with no write in flight, so
+   the offset it records covers exactly the rows committed.
 
 A timer marks sensors silent for more than 3 sampling intervals ``offline`` and
 publishes a ``missing`` event; their next reading sets them back to ``active``.
@@ -41,6 +47,7 @@ from stream.metrics import StreamMetrics
 from stream.scoring import Scored, Scorer, SensorMeta, Silence, Snapshot
 from stream.sink import ReadingsSink
 from stream.transport import StreamApp
+from stream.writer import RowWriter
 from tmiot.config import Settings
 from tmiot.events import (
     BATCH_COLUMNS,
@@ -59,6 +66,8 @@ from tmiot.kafka import client_options, ensure_topics, producer
 __all__ = ["StreamWorker", "build_app", "run_worker"]
 
 log = structlog.get_logger(__name__)
+
+Ack = Callable[[faust.types.EventT[Any]], Awaitable[bool]]
 
 _PAYLOAD_LIMIT: Final = 4096
 # Readings per merged record: a scored reading is about 250 bytes of JSON, so a merged
@@ -93,16 +102,16 @@ class _Progress:
     readings: int = 0
     buffers: int = 0
     busy: float = 0.0
-    # Where the busy time went: scoring, database writes, waiting for Kafka's acks.
+    # Where the time went: scoring; waiting for the previous buffer's write (stalls);
+    # the writer's own time (insert and deliveries, overlapping the next buffer).
     scoring: float = 0.0
-    database: float = 0.0
-    acks: float = 0.0
+    stalled: float = 0.0
+    writer: float = 0.0
     since: float = field(default_factory=time.monotonic)
 
-    def timed(self, scoring: float, database: float, acks: float) -> None:
+    def timed(self, scoring: float, stalled: float) -> None:
         self.scoring += scoring
-        self.database += database
-        self.acks += acks
+        self.stalled += stalled
 
     def note(self, records: int, readings: int, seconds: float) -> None:
         self.records += records
@@ -121,13 +130,13 @@ class _Progress:
             buffers=self.buffers,
             busy_share=round(self.busy / elapsed, 2),
             scoring_share=round(self.scoring / elapsed, 2),
-            database_share=round(self.database / elapsed, 2),
-            acks_share=round(self.acks / elapsed, 2),
+            stalled_share=round(self.stalled / elapsed, 2),
+            writer_share=round(self.writer / elapsed, 2),
             sensors=sensors,
             queued_writes=queued_writes,
         )
         self.records = self.readings = self.buffers = 0
-        self.busy = self.scoring = self.database = self.acks = 0.0
+        self.busy = self.scoring = self.stalled = self.writer = 0.0
         self.since = time.monotonic()
 
 
@@ -152,6 +161,10 @@ class StreamWorker:
         self._last_flush = time.monotonic()
         self._lock = asyncio.Lock()
         self._sink: ReadingsSink | None = None
+        # Readings are inserted by a writer thread on a connection of its own, one chunk
+        # at a time, so that the next chunk is scored meanwhile; one chunk in flight.
+        self._rows: RowWriter | None = None
+        self._inflight: asyncio.Task[None] | None = None
         # Bookkeeping (checkpoints, last_reading_at, battery) is written by one background
         # task on a connection of its own, so scoring never waits for it; a bounded queue
         # keeps it from falling behind unnoticed (a full queue waits, i.e. backpressure).
@@ -187,6 +200,7 @@ class StreamWorker:
                     ],
                 )
                 self._sink = await stack.enter_async_context(ReadingsSink(self.settings.database))
+                self._rows = await stack.enter_async_context(RowWriter(self.settings.database))
                 self._side = await stack.enter_async_context(ReadingsSink(self.settings.database))
                 self._writer = asyncio.create_task(self._write_jobs(), name="stream-bookkeeping")
                 stack.push_async_callback(self._stop_writer)
@@ -204,12 +218,16 @@ class StreamWorker:
         if self._stack is None:
             return
         async with self._lock:
-            await self._maybe_flush(force=True)
-            await self._maybe_checkpoint(force=True)
+            if self.failure is None:
+                await self._maybe_flush(force=True)
+                await self._maybe_checkpoint(force=True)
+            else:  # no checkpoint: a failed buffer's rows may not all be committed
+                with contextlib.suppress(Exception):
+                    await self._settle()
             stack, self._stack = self._stack, None
             self.ready.clear()
             await stack.aclose()
-            self._sink = self._producer = None
+            self._sink = self._rows = self._side = self._producer = None
 
     async def _write_jobs(self) -> None:
         while True:
@@ -235,6 +253,12 @@ class StreamWorker:
         return self._side
 
     @property
+    def rows(self) -> RowWriter:
+        """The connection the readings are inserted on (once open)."""
+        assert self._rows is not None  # noqa: S101 - agents wait for `ready`
+        return self._rows
+
+    @property
     def sink(self) -> ReadingsSink:
         """The database side (once open)."""
         assert self._sink is not None  # noqa: S101 - agents wait for `ready`
@@ -248,8 +272,11 @@ class StreamWorker:
 
     # --- the raw readings agent --------------------------------------------------------
 
-    async def handle(self, events: Sequence[faust.types.EventT[Any]]) -> None:
-        """Score and write one buffer of raw records (the agent's body)."""
+    async def handle(self, events: Sequence[faust.types.EventT[Any]], ack: Ack) -> None:
+        """Score one buffer of raw records and hand it to the writer (the agent's body).
+
+        The records are acked (``ack``) by the writer once their rows are committed.
+        """
         await self.start()
         started = time.monotonic()
         records: list[_Record] = []
@@ -265,30 +292,59 @@ class StreamWorker:
             records = [r for r in records if r.offset >= self._floor.get(r.partition, 0)]
             await self._load_meta(records)
             deliveries = [await self._deadletter(letter) for letter in letters]
-            # One scoring pass, one database transaction and one scored record per
-            # partition per buffer: with small records (a quiet fleet, short linger)
-            # a transaction per record would cap the worker at a few thousand rows/s.
-            # The scored records go out before the database writes (triggers need not
-            # wait for them); the buffer is acked only after both.
-            t0 = time.monotonic()
-            scored = [
-                (r, self.scorer.score(r.partition, r.batch, self.meta)) for r in _merge(records)
-            ]
-            t1 = time.monotonic()
-            for record, result in scored:
-                deliveries.append(await self._publish(record.partition, result.batch))
-            deliveries.extend(await self._write(scored))
-            t2 = time.monotonic()
-            await asyncio.gather(*deliveries)
-            self._progress.timed(t1 - t0, t2 - t1, time.monotonic() - t2)
-            for event in events:  # poison records move the partition on too
-                tp, offset = event.message.partition, event.message.offset
-                self._next_offset[tp] = max(self._next_offset.get(tp, 0), offset + 1)
+            # One scored record per partition per chunk, one database transaction per
+            # chunk (not per record: with small records, a quiet fleet's, a transaction
+            # each would cap the worker at a few thousand rows/s). A chunk's scored
+            # records go out before its rows are written (triggers need not wait for
+            # the database); its insert runs while the next chunk is scored. The last
+            # chunk's writer acks the buffer: the chunks before it are committed by then.
+            chunks = _chunks(_merge(records), self.settings.stream.write_readings)
+            for i, chunk in enumerate(chunks):
+                t0 = time.monotonic()
+                scored = [(r, self.scorer.score(r.partition, r.batch, self.meta)) for r in chunk]
+                t1 = time.monotonic()
+                for record, result in scored:
+                    deliveries.append(await self._publish(record.partition, result.batch))
+                await self._settle()  # the previous chunk's insert ran while this one scored
+                self._progress.timed(t1 - t0, time.monotonic() - t1)
+                done = events if i == len(chunks) - 1 else ()
+                self._inflight = asyncio.create_task(
+                    self._commit(done, scored, deliveries, ack), name="stream-commit"
+                )
+                deliveries = []
+                await asyncio.sleep(0)  # let it hand the chunk to the writer thread now
             await self._maybe_checkpoint(force=False)
             await self._maybe_flush()
         spent = time.monotonic() - started
         self.metrics.batch_seconds.observe(spent)
         self._progress.note(len(events), sum(len(r.batch["sensor_id"]) for r in records), spent)
+
+    async def _commit(
+        self,
+        events: Sequence[faust.types.EventT[Any]],
+        scored: list[tuple[_Record, Scored]],
+        deliveries: list[asyncio.Future[Any]],
+        ack: Ack,
+    ) -> None:
+        """Insert a buffer's rows, wait for its records' delivery, then ack it to Faust."""
+        try:
+            t0 = time.monotonic()
+            deliveries.extend(await self._write(scored))
+            await asyncio.gather(*deliveries)
+            self._progress.writer += time.monotonic() - t0
+            for event in events:  # poison records move the partition on too
+                tp, offset = event.message.partition, event.message.offset
+                self._next_offset[tp] = max(self._next_offset.get(tp, 0), offset + 1)
+                await ack(event)
+        except Exception as exc:
+            _stop(self, exc, "writing a buffer failed; stopping the worker")
+            raise
+
+    async def _settle(self) -> None:
+        """Wait for the buffer in flight, if any, to be committed and acked."""
+        task, self._inflight = self._inflight, None
+        if task is not None:
+            await task
 
     def _decode(
         self, partition: int, offset: int, value: bytes | None, letters: list[DeadLetter]
@@ -386,7 +442,7 @@ class StreamWorker:
                 if column != "v":
                     joined[column] = [x for _, s in scored for x in s.batch[column]]  # type: ignore[literal-required]
             batch = cast("ScoredBatch", joined)
-        inserted, refused = await self.sink.write(batch)
+        inserted, refused = await self.rows.write(batch)
         self.metrics.rows.inc(inserted)
         starts = []  # (first row of a record in the joined batch, the record)
         at = 0
@@ -469,6 +525,7 @@ class StreamWorker:
         waits for queued writes, then saves every partition before returning.
         """
         if force:
+            await self._settle()
             if self._open is not None:
                 snapshot, offset = self._open
                 self._open = None
@@ -494,6 +551,7 @@ class StreamWorker:
                 return
             partition = min(due, key=lambda p: self._checkpointed_at.get(p, 0.0))
             self._checkpointed_at[partition] = now
+            await self._settle()  # so that the offset covers exactly the committed rows
             self._open = (self.scorer.begin_snapshot(partition), self._next_offset[partition])
         snapshot, offset = self._open
         if self.scorer.serialise(snapshot, _SNAPSHOT_STEP):
@@ -626,6 +684,23 @@ def _merge(records: list[_Record]) -> list[_Record]:
     return merged
 
 
+def _chunks(records: list[_Record], readings: int) -> list[list[_Record]]:
+    """Consecutive records in groups of at least `readings` readings (the last: the rest).
+
+    Always at least one group (empty for a buffer of poison records only), so that
+    every buffer has a writer to ack it.
+    """
+    chunks: list[list[_Record]] = [[]]
+    size = 0
+    for r in records:
+        if size >= readings:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(r)
+        size += len(r.batch["sensor_id"])
+    return chunks
+
+
 def _version(value: bytes | None) -> object:
     with contextlib.suppress(ValueError):
         parsed = _ANY.validate_json(value or b"")
@@ -638,18 +713,28 @@ def _letter(reason: DeadLetterReason, detail: str, source: str, value: bytes | N
     return DeadLetter.of(reason, detail, source, value, limit=_PAYLOAD_LIMIT)
 
 
-async def _handle_or_crash(worker: StreamWorker, events: Sequence[faust.types.EventT[Any]]) -> None:
+def _stop(worker: StreamWorker, exc: BaseException, why: str) -> None:
+    """Stop the worker process after a failure, once.
+
+    A crashed Faust agent would leave its partitions stalled while the process
+    lives on: stop the worker instead, so that its supervisor restarts it from the
+    committed offsets (nothing acked is lost). Faust's App.crash leaves the worker
+    process idle; a SIGTERM makes it shut down cleanly, and run_worker then exits 1.
+    """
+    if worker.failure is not None:
+        return
+    log.error(why, exc_info=exc)
+    worker.failure = exc
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _handle_or_crash(
+    worker: StreamWorker, events: Sequence[faust.types.EventT[Any]], ack: Ack
+) -> None:
     try:
-        await worker.handle(events)
+        await worker.handle(events, ack)
     except Exception as exc:
-        # A crashed Faust agent would leave its partitions stalled while the process
-        # lives on: stop the worker instead, so that its supervisor restarts it from
-        # the committed offsets (nothing acked is lost).
-        log.exception("scoring failed; stopping the worker")
-        worker.failure = exc
-        # Faust's App.crash leaves the worker process idle; a SIGTERM makes it shut
-        # down cleanly (checkpoint, close), and run_worker then exits with 1.
-        os.kill(os.getpid(), signal.SIGTERM)
+        _stop(worker, exc, "scoring failed; stopping the worker")
         raise
 
 
@@ -681,13 +766,13 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
 
     @app.agent(raw)
     async def score(events_stream: faust.StreamT[bytes]) -> None:
-        # take_events acks a buffer's events only after this body ran: offsets
-        # are committed after the database commit and the scored publish.
-        buffers = events_stream.take_events(  # type: ignore[attr-defined]
+        # noack_take: the worker acks each buffer itself, once its rows are committed
+        # (after this body has returned, while the next buffer is scored).
+        buffers = events_stream.noack_take(  # type: ignore[attr-defined]
             stream.buffer_records, within=stream.buffer_seconds
         )
         async for events in buffers:
-            await _handle_or_crash(worker, events)
+            await _handle_or_crash(worker, events, events_stream.ack)
 
     @app.agent(status)
     async def statuses(values: faust.StreamT[bytes]) -> None:

@@ -220,6 +220,17 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     return {tp.partition: int(offset) for tp, offset in ends.items()}
 
 
+async def committed_offsets(bootstrap: str, topic: str, group: str) -> dict[int, int]:
+    """The consumer group's committed offset of each of the topic's partitions (0: none)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        found = {p: await consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
+    finally:
+        await consumer.stop()
+    return {p: 0 if offset is None else int(offset) for p, offset in found.items()}
+
+
 async def produce_bytes(bootstrap: str, topic: str, partition: int, value: bytes) -> None:
     """One record of arbitrary bytes (poison)."""
     await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS), [topic])

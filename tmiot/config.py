@@ -253,6 +253,10 @@ class StreamSettings(_Group):
     # quiet fleet's small records (a few readings each) need many per buffer.
     buffer_records: Annotated[int, Field(ge=1, le=100_000)] = 2000
     buffer_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
+    # A buffer is scored and written in chunks of about this many readings, one database
+    # transaction each: a chunk is inserted (the database's core) while the next one is
+    # scored (this process's core).
+    write_readings: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     # Save each partition's changed detector states this often (one partition at a time,
     # in the background); a restart replays at most this much of a partition.
     checkpoint_seconds: Annotated[float, Field(gt=0)] = 60.0

@@ -22,6 +22,7 @@ from tests.fix_stream import (
     PARTITIONS,
     StreamRig,
     batch_of,
+    committed_offsets,
     end_offsets,
     produce_bytes,
     produce_raw,
@@ -104,6 +105,15 @@ async def test_rows_once_on_redelivery_and_poison_dead_lettered(stream_rig: Stre
     assert row[0] == len(rows)
     assert row[1] > 0, "the injected spikes were not flagged"
     assert row[2] == len(sensors)
+
+    # The worker acks what it wrote (poison records too): the group's offsets reach the end.
+    ends = await end_offsets(stream_rig.bootstrap, stream_rig.raw)
+    deadline = time.monotonic() + 30
+    while (
+        got := await committed_offsets(stream_rig.bootstrap, stream_rig.raw, stream_rig.group)
+    ) != ends:
+        assert time.monotonic() < deadline, f"committed {got}, end offsets {ends}"
+        await asyncio.sleep(0.5)
 
 
 async def test_a_row_the_database_refuses_is_dead_lettered_and_its_buffer_stored(
