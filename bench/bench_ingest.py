@@ -38,6 +38,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.fleet import EQUIPMENT
 from ingest.service import IngestService
 from tmiot.config import (
     DatabaseSettings,
@@ -87,13 +88,7 @@ class Result:
 async def _register_sensors(db: DatabaseSettings, count: int) -> tuple[str, list[str]]:
     """A company with `count` sensors; returns (company_id, device ids)."""
     async with await psycopg.AsyncConnection.connect(conninfo(db), autocommit=True) as conn:
-        cur = await conn.execute(
-            "WITH c AS (INSERT INTO companies (name) VALUES ('bench') RETURNING id),"
-            " cu AS (INSERT INTO customers (company_id, name) SELECT id, 'bench' FROM c"
-            "        RETURNING id, company_id)"
-            " INSERT INTO customer_equipment (company_id, customer_id, name)"
-            " SELECT company_id, id, 'rig' FROM cu RETURNING company_id, id"
-        )
+        cur = await conn.execute(EQUIPMENT)
         row = await cur.fetchone()
         assert row is not None
         company, equipment = str(row[0]), row[1]

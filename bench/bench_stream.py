@@ -51,6 +51,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic_core import to_json
 
+from bench.fleet import add_sensors, new_equipment
 from ingest.sensors import partition_for
 from stream.scoring import Scorer, SensorMeta
 from stream.sink import ReadingsSink
@@ -76,22 +77,11 @@ _RECORD = 1000  # readings per raw record
 
 def _register(db: DatabaseSettings, count: int) -> tuple[str, list[str]]:
     with psycopg.connect(conninfo(db), autocommit=True) as conn:
-        row = conn.execute(
-            "WITH c AS (INSERT INTO companies (name) VALUES ('bench') RETURNING id),"
-            " cu AS (INSERT INTO customers (company_id, name) SELECT id, 'bench' FROM c"
-            "        RETURNING id, company_id)"
-            " INSERT INTO customer_equipment (company_id, customer_id, name)"
-            " SELECT company_id, id, 'rig' FROM cu RETURNING company_id, id"
-        ).fetchone()
-        assert row is not None
+        company, equipment = new_equipment(conn)
         tag = uuid.uuid4().hex[:6]
-        cur = conn.execute(
-            "INSERT INTO equipment_sensors (customer_equipment_id, sensor_type, device_id,"
-            " sampling_interval_seconds, sensor_number)"
-            " SELECT %s, 'vibration', d, 60, 'B-' || d FROM unnest(%s::text[]) AS d RETURNING id",
-            (row[1], [f"{tag}-{i}" for i in range(count)]),
-        )
-        return str(row[0]), [str(r[0]) for r in cur.fetchall()]
+        devices = [f"{tag}-{i}" for i in range(count)]
+        ids = add_sensors(conn, equipment, devices, sensor_type="vibration", interval_seconds=60)
+        return company, ids
 
 
 def _records(company: str, sensors: list[str], first: int, n: int) -> list[tuple[int, bytes]]:

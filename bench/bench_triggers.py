@@ -43,6 +43,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from pydantic_core import to_json
 
+from bench.fleet import add_sensors, add_threshold_triggers, new_equipment
 from tmiot.config import DatabaseSettings, KafkaSettings, LogSettings, RuntimeSettings, Settings
 from tmiot.db import apply_schema, conninfo, create_database_if_missing
 from tmiot.events import SCORED_BATCH, ScoredBatch
@@ -213,23 +214,17 @@ def _register(
     watched: set[str] = set()
     with psycopg.connect(conninfo(db), autocommit=True) as conn:
         for c in range(COMPANIES):
-            row = conn.execute(
-                "WITH c AS (INSERT INTO companies (name) VALUES ('bench') RETURNING id),"
-                " cu AS (INSERT INTO customers (company_id, name) SELECT id, 'bench' FROM c"
-                "        RETURNING id, company_id)"
-                " INSERT INTO customer_equipment (company_id, customer_id, name)"
-                " SELECT company_id, id, 'rig' FROM cu RETURNING company_id, id"
-            ).fetchone()
-            assert row is not None
-            company = str(row[0])
+            company, equipment = new_equipment(conn)
             companies.append(company)
             names = [f"{tag}-{c}-{i}" for i in range(per)]
             devices[company] = names
-            conn.execute(
-                "INSERT INTO equipment_sensors (customer_equipment_id, sensor_type, device_id,"
-                " sampling_interval_seconds, alert_threshold_max, sensor_number)"
-                " SELECT %s, 'temperature', d, 120, 100, 'B-' || d FROM unnest(%s::text[]) AS d",
-                (row[1], names),
+            add_sensors(
+                conn,
+                equipment,
+                names,
+                sensor_type="temperature",
+                interval_seconds=120,
+                threshold_max=100,
             )
             conn.execute(
                 "INSERT INTO automated_service_triggers (company_id, trigger_name,"
@@ -242,16 +237,7 @@ def _register(
         all_devices = [d for c in companies for d in devices[c]]
         chosen = [all_devices[k * step] for k in range(own)]
         watched = set(chosen)
-        conn.execute(
-            "INSERT INTO automated_service_triggers (company_id, trigger_name, sensor_id,"
-            " condition_type, trigger_conditions, auto_create_work_order)"
-            " SELECT ce.company_id, 'hot ' || s.device_id, s.id, 'threshold_exceeded',"
-            ' \'{"above": 90, "for_seconds": 0}\', true'
-            " FROM equipment_sensors AS s"
-            " JOIN customer_equipment AS ce ON ce.id = s.customer_equipment_id"
-            " WHERE s.device_id = ANY(%s)",
-            (chosen,),
-        )
+        add_threshold_triggers(conn, chosen)
     return companies, devices, watched
 
 

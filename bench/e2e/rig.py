@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from bench.fleet import add_sensors, add_threshold_triggers, new_equipment
 from tmiot.config import DatabaseSettings, KafkaSettings
 from tmiot.db import apply_schema, conninfo, create_database_if_missing
 from tmiot.kafka import ensure_topics
@@ -60,33 +61,19 @@ def _register(db: DatabaseSettings, sensors: int) -> Fleet:
     devices: dict[str, list[str]] = {}
     with psycopg.connect(conninfo(db), autocommit=True) as conn:
         for c in range(COMPANIES):
-            row = conn.execute(
-                "WITH c AS (INSERT INTO companies (name) VALUES ('bench') RETURNING id),"
-                " cu AS (INSERT INTO customers (company_id, name) SELECT id, 'bench' FROM c"
-                "        RETURNING id, company_id)"
-                " INSERT INTO customer_equipment (company_id, customer_id, name)"
-                " SELECT company_id, id, 'rig' FROM cu RETURNING company_id, id"
-            ).fetchone()
-            assert row is not None
+            company, equipment = new_equipment(conn)
             names = [f"e2e-{tag}-{c}-{i}" for i in range(per)]
-            devices[str(row[0])] = names
-            conn.execute(
-                "INSERT INTO equipment_sensors (customer_equipment_id, sensor_type, device_id,"
-                " sampling_interval_seconds, alert_threshold_max, sensor_number)"
-                " SELECT %s, 'temperature', d, 3600, 100, 'B-' || d FROM unnest(%s::text[]) AS d",
-                (row[1], names),
+            devices[company] = names
+            add_sensors(
+                conn,
+                equipment,
+                names,
+                sensor_type="temperature",
+                interval_seconds=3600,
+                threshold_max=100,
             )
         watched = [d for ds in devices.values() for d in ds[:watched_per]]
-        conn.execute(
-            "INSERT INTO automated_service_triggers (company_id, trigger_name, sensor_id,"
-            " condition_type, trigger_conditions, auto_create_work_order)"
-            " SELECT ce.company_id, 'hot ' || s.device_id, s.id, 'threshold_exceeded',"
-            ' \'{"above": 90, "for_seconds": 0}\', true'
-            " FROM equipment_sensors AS s"
-            " JOIN customer_equipment AS ce ON ce.id = s.customer_equipment_id"
-            " WHERE s.device_id = ANY(%s)",
-            (watched,),
-        )
+        add_threshold_triggers(conn, watched)
         cur = conn.execute("SELECT device_id, id::text FROM equipment_sensors")
         ids = {str(d): str(i) for d, i in cur.fetchall()}
     return Fleet(devices, ids, set(watched))
