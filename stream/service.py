@@ -326,7 +326,7 @@ class StreamWorker:
         deliveries: list[asyncio.Future[Any]],
         ack: Ack,
     ) -> None:
-        """Insert a buffer's rows, wait for its records' delivery, then ack it to Faust."""
+        """Insert a chunk's rows, wait for its deliveries, then ack `events` (the last chunk's)."""
         try:
             t0 = time.monotonic()
             deliveries.extend(await self._write(scored))
@@ -337,11 +337,11 @@ class StreamWorker:
                 self._next_offset[tp] = max(self._next_offset.get(tp, 0), offset + 1)
                 await ack(event)
         except Exception as exc:
-            _stop(self, exc, "writing a buffer failed; stopping the worker")
+            _stop(self, exc, "writing a chunk failed; stopping the worker")
             raise
 
     async def _settle(self) -> None:
-        """Wait for the buffer in flight, if any, to be committed and acked."""
+        """Wait for the chunk in flight, if any, to be committed (and its buffer acked)."""
         task, self._inflight = self._inflight, None
         if task is not None:
             await task
