@@ -131,11 +131,6 @@ async def _produce(bootstrap: str, topic: str, records: list[tuple[int, bytes]])
         await producer.stop()
 
 
-def _rows(db: DatabaseSettings) -> int:
-    with psycopg.connect(conninfo(db)) as conn:
-        return _count(conn)
-
-
 def _count(conn: psycopg.Connection[tuple[int]]) -> int:
     row = conn.execute("SELECT count(*) FROM sensor_readings").fetchone()
     return int(row[0]) if row else 0
@@ -240,7 +235,6 @@ async def _worker(bootstrap: str, db: DatabaseSettings, load: _Load, work: Path)
             while _count(conn) < load.warmup_readings:
                 alive()
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(1.0)  # the warm-up's bookkeeping writes
             t0 = time.perf_counter()
             await _produce(bootstrap, topic, load.measured)
             while not (
