@@ -290,7 +290,9 @@ class StreamWorker:
             await self._restore_partitions(records)
             # Records the checkpoint already holds were written before it was taken.
             records = [r for r in records if r.offset >= self._floor.get(r.partition, 0)]
-            await self._load_meta(records)
+            gone = await self._load_meta(records)
+            if gone:
+                records = self._drop_sensors(records, gone, letters)
             deliveries = [await self._deadletter(letter) for letter in letters]
             # One scored record per partition per chunk, one database transaction per
             # chunk (not per record: with small records, a quiet fleet's, a transaction
@@ -421,10 +423,44 @@ class StreamWorker:
         finally:
             await consumer.stop()
 
-    async def _load_meta(self, records: list[_Record]) -> None:
+    async def _load_meta(self, records: list[_Record]) -> set[str]:
+        """Look up the sensors not seen yet; return those ``equipment_sensors`` lacks."""
         unknown = {s for r in records for s in r.batch["sensor_id"] if s not in self.meta}
         if unknown:
             self.meta.update(await self.sink.sensor_meta(sorted(unknown)))
+        return {s for s in unknown if s not in self.meta}
+
+    def _drop_sensors(
+        self, records: list[_Record], gone: set[str], letters: list[DeadLetter]
+    ) -> list[_Record]:
+        """Dead-letter the readings of sensors `gone` from ``equipment_sensors``.
+
+        Ingest admits only registered sensors, so these were deleted after ingest
+        took their readings. The insert has no join to filter them: a join costs a
+        scan of ``equipment_sensors`` per chunk (a fifth of the insert at 100k sensors).
+        """
+        kept = []
+        for r in records:
+            ids = r.batch["sensor_id"]
+            keep = [i for i, s in enumerate(ids) if s not in gone]
+            if len(keep) == len(ids):
+                kept.append(r)
+                continue
+            source = f"kafka:{self._topics.readings_raw}/{r.partition}@{r.offset}"
+            for i, s in enumerate(ids):
+                if s in gone:
+                    row = {k: v[i] for k, v in r.batch.items() if isinstance(v, list)}
+                    detail = f"sensor {s} is not in equipment_sensors (deleted?)"
+                    letters.append(
+                        _letter(DeadLetterReason.UNKNOWN_SENSOR, detail, source, to_json(row))
+                    )
+            if keep:
+                batch: dict[str, Any] = {"v": 1}
+                for column in BATCH_COLUMNS:
+                    values = r.batch[column]
+                    batch[column] = [values[i] for i in keep]
+                kept.append(_Record(r.partition, r.offset, cast("ReadingBatch", batch)))
+        return kept
 
     async def _write(self, scored: list[tuple[_Record, Scored]]) -> list[asyncio.Future[Any]]:
         """Write a buffer's scored readings in one transaction; dead-letter refused rows.
@@ -454,6 +490,8 @@ class StreamWorker:
         for rejected in refused:
             record = next(r for a, r in reversed(starts) if a <= rejected.index)
             row = {k: v[rejected.index] for k, v in batch.items() if isinstance(v, list)}
+            # Looked up again when next seen: a sensor deleted since is dropped before the insert.
+            self.meta.pop(str(row["sensor_id"]), None)
             source = f"kafka:{self._topics.readings_raw}/{record.partition}@{record.offset}"
             letter = _letter(DeadLetterReason.INVALID_SCHEMA, rejected.reason, source, to_json(row))
             deliveries.append(await self._deadletter(letter))

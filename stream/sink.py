@@ -4,8 +4,9 @@ Every write is idempotent, so that replaying a partition after a crash changes
 nothing that was already written:
 
 - readings: ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`` on the
-  key ``(sensor_id, reading_timestamp)``, one statement per batch; readings of a
-  sensor deleted meanwhile are dropped by a join, not an error;
+  key ``(sensor_id, reading_timestamp)``, one statement per batch (no join: the
+  worker drops readings of sensors that ``equipment_sensors`` lacks beforehand, and
+  the foreign key refuses one deleted in between, row by row);
 - sensors: ``last_reading_at`` only moves forward; ``battery_level_percent`` and
   ``status`` are set in one statement per flush;
 - checkpoints: one row per (consumer group, topic, partition) with the next
@@ -49,7 +50,6 @@ FROM unnest(
     %b::float8[], %b::text[], %b::bool[], %b::float8[], %b::anomaly_type[]
 ) AS u(sensor_id, ts_us, value, unit, quality, temperature, humidity, weather,
        is_anomaly, score, kind)
-JOIN equipment_sensors AS s ON s.id = u.sensor_id
 ON CONFLICT (sensor_id, reading_timestamp) DO NOTHING
 """
 

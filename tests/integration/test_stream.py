@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import signal
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,6 +146,55 @@ async def test_a_row_the_database_refuses_is_dead_lettered_and_its_buffer_stored
     assert letter.source.endswith(f"/{bad_partition}@{offset}"), letter.source
     assert "ambient_humidity" in letter.detail or "check" in letter.detail.lower()
     assert stream_rig.rows() == len(rows)
+
+
+async def test_readings_of_a_deleted_sensor_are_dead_lettered_not_stored(
+    stream_rig: StreamRig,
+) -> None:
+    """No join guards the insert: the foreign key and the worker's lookup do, per sensor."""
+    tenant = register_tenant(stream_rig.db, "D", ["g0", "g1", "g2"])
+    gone, *kept = tenant.sensors.values()
+    ghost = str(uuid.uuid4())  # never registered
+    start = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).timestamp()) * 1_000_000
+    first = _series([gone, *kept], start, 20)
+    await produce_raw(stream_rig.bootstrap, stream_rig.raw, tenant.company_id, first, 30)
+    stream_rig.start()
+    stream_rig.wait_rows(60)
+    with psycopg.connect(conninfo(stream_rig.db), autocommit=True) as conn:
+        conn.execute("DELETE FROM equipment_sensors WHERE id = %s", (gone,))  # cascades
+    assert stream_rig.rows() == 40
+
+    # The worker still knows `gone`: the foreign key refuses its rows, one by one.
+    later = _series([gone, ghost, *kept], start + 100 * MINUTE_US, 20)
+    await produce_raw(stream_rig.bootstrap, stream_rig.raw, tenant.company_id, later, 40)
+    stream_rig.wait_rows(80)
+    # Its letters go out after it forgot `gone` (so the next records look it up again).
+    await consume_until(stream_rig.bootstrap, stream_rig.deadletter, lambda recs: len(recs) >= 40)
+    # Now it looks `gone` up, finds nothing, and drops its readings before the insert.
+    last = _series([gone, *kept], start + 200 * MINUTE_US, 20)
+    await produce_raw(stream_rig.bootstrap, stream_rig.raw, tenant.company_id, last, 30)
+    stream_rig.wait_rows(120)
+
+    letters = await consume_until(
+        stream_rig.bootstrap, stream_rig.deadletter, lambda recs: len(recs) >= 60
+    )
+    by_reason: dict[str, list[DeadLetter]] = defaultdict(list)
+    for rec in letters:
+        letter = DeadLetter.model_validate_json(rec.value)
+        by_reason[letter.reason.value].append(letter)
+    assert sorted((k, len(v)) for k, v in by_reason.items()) == [
+        ("invalid_schema", 20),  # `gone`, refused by the foreign key
+        ("unknown_sensor", 40),  # `ghost`, then `gone` once forgotten
+    ]
+    assert all("foreign key" in x.detail for x in by_reason["invalid_schema"])
+    assert {gone, ghost} == {x.detail.split()[1] for x in by_reason["unknown_sensor"]}
+    assert stream_rig.rows() == 120
+    with psycopg.connect(conninfo(stream_rig.db)) as conn:
+        orphans = conn.execute(
+            "SELECT count(*) FROM sensor_readings WHERE sensor_id = ANY(%s::uuid[])",
+            ([gone, ghost],),
+        ).fetchone()
+    assert orphans == (0,)
 
 
 async def test_killed_worker_resumes_the_same_model_state(stream_rig: StreamRig) -> None:
