@@ -4,7 +4,8 @@
   readings and gateway batches of 100 (the ingest benchmark's bare loop);
 * ``kafka``: raw records of 125 readings (what ingest sends per partition and flush
   at 50,000 readings/s) produced and consumed at once, counted when consumed;
-* ``db``: the stream's idempotent sink writing batches of 1,000 readings;
+* ``db``: the stream's idempotent sink writing chunks of ``stream.write_readings``
+  readings over the fleet's sensors;
 * ``scoring``: the stream's :class:`~stream.scoring.Scorer` over 10,000 sensors.
 """
 
@@ -24,7 +25,7 @@ from bench.bench_stream import _feed, _meta
 from bench.e2e.rig import Rig
 from stream.scoring import Scorer
 from stream.sink import ReadingsSink
-from tmiot.config import DetectorSettings, MqttSettings
+from tmiot.config import DetectorSettings, MqttSettings, StreamSettings
 from tmiot.events import RAW_SCHEMA, SCHEMA_HEADER
 
 _KAFKA_RECORD = 125
@@ -104,16 +105,21 @@ async def kafka(rig: Rig, readings: int) -> float:
 
 
 async def db(rig: Rig, readings: int) -> float:
-    """Readings/s the stream's sink writes in batches of 1,000 (then the table is emptied)."""
+    """Readings/s the stream's sink writes in its chunks (then the table is emptied).
+
+    A chunk is ``stream.write_readings`` readings, the fleet's sensors in turn: what
+    the stream worker's writer inserts per transaction.
+    """
     assert rig.fleet is not None
-    ids = list(rig.fleet.sensor_id.values())[:1000]
+    ids = list(rig.fleet.sensor_id.values())
+    size = StreamSettings().write_readings
     start = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).timestamp() * 1e6)
     batches = []
-    for b in range(readings // 1000):
-        cols = _columns(ids, start + b * 1_000_000, "")
-        cols["ts_us"] = [start + b * 1_000_000] * 1000
-        cols |= {"anomaly_score": [0.0] * 1000, "is_anomaly": [False] * 1000}
-        cols["anomaly_type"] = [None] * 1000
+    for b in range(max(1, readings // size)):
+        first = b * size
+        cols = _columns([ids[(first + i) % len(ids)] for i in range(size)], start + first, "")
+        cols |= {"anomaly_score": [0.0] * size, "is_anomaly": [False] * size}
+        cols["anomaly_type"] = [None] * size
         batches.append(cols)
     async with ReadingsSink(rig.db) as sink:
         t0 = time.perf_counter()
@@ -121,7 +127,7 @@ async def db(rig: Rig, readings: int) -> float:
             await sink.write(cols)  # type: ignore[arg-type]
         seconds = time.perf_counter() - t0
     await rig.truncate()
-    return readings / seconds
+    return len(batches) * size / seconds
 
 
 def scoring(sensors: int = 10_000, each: int = 30) -> float:
