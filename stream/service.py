@@ -32,7 +32,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -442,18 +442,16 @@ class StreamWorker:
         kept = []
         for r in records:
             ids = r.batch["sensor_id"]
-            keep = [i for i, s in enumerate(ids) if s not in gone]
-            if len(keep) == len(ids):
+            drop = [i for i, s in enumerate(ids) if s in gone]
+            if not drop:
                 kept.append(r)
                 continue
             source = f"kafka:{self._topics.readings_raw}/{r.partition}@{r.offset}"
-            for i, s in enumerate(ids):
-                if s in gone:
-                    row = {k: v[i] for k, v in r.batch.items() if isinstance(v, list)}
-                    detail = f"sensor {s} is not in equipment_sensors (deleted?)"
-                    letters.append(
-                        _letter(DeadLetterReason.UNKNOWN_SENSOR, detail, source, to_json(row))
-                    )
+            for i in drop:
+                detail = f"sensor {ids[i]} is not in equipment_sensors (deleted?)"
+                row = to_json(_row(r.batch, i))
+                letters.append(_letter(DeadLetterReason.UNKNOWN_SENSOR, detail, source, row))
+            keep = [i for i, s in enumerate(ids) if s not in gone]
             if keep:
                 batch: dict[str, Any] = {"v": 1}
                 for column in BATCH_COLUMNS:
@@ -489,7 +487,7 @@ class StreamWorker:
         deliveries: list[asyncio.Future[Any]] = []
         for rejected in refused:
             record = next(r for a, r in reversed(starts) if a <= rejected.index)
-            row = {k: v[rejected.index] for k, v in batch.items() if isinstance(v, list)}
+            row = _row(batch, rejected.index)
             # Looked up again when next seen: a sensor deleted since is dropped before the insert.
             self.meta.pop(str(row["sensor_id"]), None)
             source = f"kafka:{self._topics.readings_raw}/{record.partition}@{record.offset}"
@@ -737,6 +735,11 @@ def _chunks(records: list[_Record], readings: int) -> list[list[_Record]]:
         chunks[-1].append(r)
         size += len(r.batch["sensor_id"])
     return chunks
+
+
+def _row(batch: Mapping[str, object], i: int) -> dict[str, object]:
+    """Reading `i` of a columnar batch, as a dead letter carries it."""
+    return {k: v[i] for k, v in batch.items() if isinstance(v, list)}
 
 
 def _version(value: bytes | None) -> object:
