@@ -82,7 +82,7 @@ class State:
         if self.until != NEVER:
             d["u"] = self.until
         if self.window:
-            d["w"] = [list(p) for p in self.window]
+            d["w"] = list(self.window)  # tuples: JSON arrays, without a list per point
         runs = {"r": self.run, "c": self.clear, "s": self.silent, "d": self.due}
         d.update({k: v for k, v in runs.items() if v is not None})
         if self.last is not None:
@@ -152,6 +152,8 @@ def _opt_int(value: object) -> int | None:
 
 
 def _list(value: object) -> list[object]:
+    if isinstance(value, tuple):  # a point of a dump that did not go through JSON
+        return list(value)
     if not isinstance(value, list):
         msg = f"expected a list, got {type(value).__name__}"
         raise TypeError(msg)
