@@ -248,15 +248,20 @@ async def _worker(bootstrap: str, db: DatabaseSettings, load: _Load, work: Path)
         proc.wait(30)
 
 
-def _feed(scorer: Scorer, meta: dict[str, SensorMeta], readings_each: int) -> float:
+def _feed(
+    scorer: Scorer, meta: dict[str, SensorMeta], readings_each: int, first: int = 0
+) -> float:
     """Each sensor learns `readings_each` readings, 1,000 per record; the seconds it took.
+
+    Readings are a minute apart, from minute `first` on (a second call continues a
+    first one with ``first`` = its ``readings_each``).
 
     A record's sensors share a partition (a sensor keeps its partition), and a
     checkpoint pass takes the changed states at the end, as the worker does.
     """
     ids = list(meta)
     t0 = time.perf_counter()
-    for r in range(readings_each):
+    for r in range(first, first + readings_each):
         for k in range(0, len(ids), _RECORD):
             chunk = ids[k : k + _RECORD]
             m = len(chunk)

@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 import struct
 from array import array
-from math import isnan, log, log1p
+from math import exp, isfinite, isnan, log, log1p
 from typing import Final, NamedTuple
 
 from river import drift, stats
@@ -65,7 +65,9 @@ _TINY: Final = 1e-9
 _MAX_ABS: Final = 1e100  # readings are clamped to this magnitude
 _VERSION: Final = 3
 _BINS: Final = 32  # slots of a surprise histogram ...
+_LAST_BIN: Final = _BINS - 1
 _BINS_PER_NAT: Final = 4.0  # ... per nat of log1p(surprise): the last one from e**7.75 nats
+_FLOOR: Final = 1e-300  # least tail probability
 _RESCALE: Final = 2.0**300  # the histograms' growing increment is brought back below this
 # The prior tail of a surprise s is exp(-s * 2/pi): z is in mean absolute residuals, which
 # are sqrt(2/pi) standard deviations for a Gaussian residual, so z**2 / 2 overstates its nats.
@@ -127,6 +129,72 @@ def _tail_bin(surprise: float) -> tuple[int, float]:
     return slot, min(x - slot, 1.0)
 
 
+class _Tuning:
+    """The settings the hot path reads, as slots, with the constants derived from them.
+
+    One per :class:`DetectorSettings` object (:func:`_tuning`), shared by its detectors:
+    a slot read is cheaper than a model attribute, and ``1 / alpha - 0.5`` and the like
+    are computed once, as the same expressions, so every result stays bit for bit.
+    """
+
+    __slots__ = (
+        "burst_factor",
+        "event_threshold",
+        "evidence_alpha",
+        "evidence_cap",
+        "evidence_half",
+        "half_df",
+        "holdoff_readings",
+        "level_alpha",
+        "noise_long_alpha",
+        "noise_short_alpha",
+        "scale_alpha",
+        "scale_alpha_surprising",
+        "scale_floor",
+        "scale_learn_score",
+        "season_bins",
+        "season_gamma",
+        "surprise_cap",
+        "tail_prior",
+        "warmup_readings",
+        "weight_decay",
+    )
+
+    def __init__(self, s: DetectorSettings) -> None:
+        """Read `s` once."""
+        self.season_bins = s.season_bins
+        self.warmup_readings = s.warmup_readings
+        self.scale_floor = s.scale_floor
+        self.noise_short_alpha = s.noise_short_alpha
+        self.noise_long_alpha = s.noise_long_alpha
+        self.half_df = 1.0 / s.noise_short_alpha - 0.5
+        self.surprise_cap = s.surprise_cap
+        self.evidence_half = s.evidence_half
+        self.holdoff_readings = s.holdoff_readings
+        self.scale_learn_score = s.scale_learn_score
+        self.event_threshold = s.event_threshold
+        self.scale_alpha = s.scale_alpha
+        self.scale_alpha_surprising = s.scale_alpha * s.scale_learn_weight
+        self.level_alpha = s.level_alpha
+        self.season_gamma = s.season_gamma
+        self.tail_prior = s.tail_prior
+        self.evidence_alpha = s.evidence_alpha
+        self.evidence_cap = s.evidence_cap
+        self.burst_factor = 2.0 / s.evidence_alpha - 1.0
+        self.weight_decay = 1.0 - 1.0 / s.tail_window
+
+
+_TUNINGS: dict[int, tuple[DetectorSettings, _Tuning]] = {}
+
+
+def _tuning(settings: DetectorSettings) -> _Tuning:
+    """The shared :class:`_Tuning` of `settings` (kept with it, so its id is not reused)."""
+    cached = _TUNINGS.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        cached = _TUNINGS[id(settings)] = (settings, _Tuning(settings))
+    return cached[1]
+
+
 class SensorDetector:
     """Online anomaly detector of one sensor's readings (not thread-safe)."""
 
@@ -140,6 +208,7 @@ class SensorDetector:
         "_hi",
         "_hist",
         "_holdoff",
+        "_k",
         "_level",
         "_lo",
         "_n",
@@ -157,6 +226,7 @@ class SensorDetector:
     def __init__(self, settings: DetectorSettings) -> None:
         """Start with no history: the first ``warmup_readings`` score 0."""
         self._settings = settings
+        self._k = _tuning(settings)
         self._n = 0
         self._level = 0.0
         self._scale = 0.0  # mean absolute residual
@@ -187,7 +257,7 @@ class SensorDetector:
             threshold=settings.drift_threshold,
         )
 
-    def update(  # noqa: PLR0915 - the per-reading hot path stays in one frame (a call is ~0.1 us)
+    def update(  # noqa: C901, PLR0912, PLR0915 - the per-reading hot path stays in one frame
         self,
         ts_ms: int,
         value: float,
@@ -204,13 +274,19 @@ class SensorDetector:
             lo: the sensor's ``alert_threshold_min``, if any.
             hi: the sensor's ``alert_threshold_max``, if any.
         """
-        if not math.isfinite(value):
+        # Comparisons stand in for min() and max() (a builtin call each, two dozen a
+        # reading); each picks the same operand the builtin would, so results are
+        # bit for bit the same.
+        if not isfinite(value):
             return _QUIET
-        value = min(max(value, -_MAX_ABS), _MAX_ABS)  # so that squares stay finite
-        s = self._settings
+        if value > _MAX_ABS:  # so that squares stay finite
+            value = _MAX_ABS
+        elif value < -_MAX_ABS:
+            value = -_MAX_ABS
+        k = self._k
         n = self._n
-        slot = (ts_ms % _DAY_MS) * s.season_bins // _DAY_MS
-        if n < s.warmup_readings:
+        slot = (ts_ms % _DAY_MS) * k.season_bins // _DAY_MS
+        if n < k.warmup_readings:
             self._warm_up(slot, value)
             return (
                 self._breach(_QUIET, value, lo, hi) if lo is not None or hi is not None else _QUIET
@@ -221,60 +297,78 @@ class SensorDetector:
         seen = not isnan(seasonal)
         if not seen:
             seasonal = 0.0
-        floor = s.scale_floor * (self._hi - self._lo) + _TINY
-        scale = max(self._scale, floor)
+        floor = k.scale_floor * (self._hi - self._lo) + _TINY
+        scale = self._scale
+        if floor > scale:
+            scale = floor
         residual = value - self._level - seasonal
         z = residual / scale
 
         # Surprise in nats: the residual's own, plus the variance-change statistic
-        # (likelihood ratio of the short-term against the long-term variance).
+        # (likelihood ratio of the short-term against the long-term variance, as
+        # _variance_lr computes it).
         r2 = residual * residual
-        c2 = min(r2, (_NOISE_CLIP * scale) ** 2)
-        alpha = s.noise_short_alpha
+        c2 = (_NOISE_CLIP * scale) ** 2
+        if not c2 < r2:
+            c2 = r2
+        alpha = k.noise_short_alpha
         var_short = self._var_short + alpha * (r2 - self._var_short)
         clip_short = self._clip_short + alpha * (c2 - self._clip_short)
         f2 = floor * floor
-        half_df = 1.0 / alpha - 0.5  # half the short window's effective size
-        noise = _variance_lr(var_short, self._var_long, f2, half_df)
+        half_df = k.half_df  # half the short window's effective size
+        rho = (var_short + f2) / (self._var_long + f2)
+        noise = half_df * (rho - 1.0 - log(rho))
         spike = 0.5 * z * z
-        cap = s.surprise_cap
+        cap = k.surprise_cap
         evidence = self._calibrate(cap * log1p((spike + noise) / cap), cap * log1p(spike / cap))
         if quality is not None:
             evidence *= min(max(quality, 0.0), 1.0)
-        score = evidence / (evidence + s.evidence_half)
-        surprising = score >= s.scale_learn_score
+        score = evidence / (evidence + k.evidence_half)
 
         if seen:
             # Page-Hinkley on the residual: a ramp that the level lags behind leaves
             # a lasting bias. It raises an alert when it fires and names those that follow.
-            self._ph.update(min(max(z, -_DRIFT_CLIP), _DRIFT_CLIP))  # type: ignore[no-untyped-call]
-            if self._ph.drift_detected:
-                self._drift_left = s.holdoff_readings
+            ph = self._ph
+            ph.update(_DRIFT_CLIP if z > _DRIFT_CLIP else -_DRIFT_CLIP if z < -_DRIFT_CLIP else z)  # type: ignore[no-untyped-call]
+            if ph._drift_detected:  # noqa: SLF001 - the flag behind River's property
+                self._drift_left = k.holdoff_readings
         kind = _NONE
-        if score >= s.event_threshold or self._holdoff or self._drift_left:
+        surprising = score >= k.scale_learn_score
+        if score >= k.event_threshold or self._holdoff or self._drift_left:
             # The robust variance test only names an alert; skip it when there is none.
             robust = 0.0
-            if score >= s.event_threshold:
+            if score >= k.event_threshold:
                 robust = _variance_lr(clip_short, self._clip_long, f2, half_df)
             score, kind = self._decide(score, z, noise=robust, spike=spike)
 
         # Learn, robustly: a residual moves the model by at most a few scales, and a
         # surprising one (score before damping) the scale only a little.
         c = _CLIP * scale
-        step = min(max(residual, -c), c)
-        rate = s.scale_alpha * (s.scale_learn_weight if surprising else 1.0)
-        self._scale += rate * (min(abs(residual), 2.0 * c) - self._scale)
-        alpha = s.noise_long_alpha
+        step = residual
+        if step > c:
+            step = c
+        elif step < -c:
+            step = -c
+        size = abs(residual)
+        c = 2.0 * c
+        if c < size:
+            size = c
+        self._scale += (k.scale_alpha_surprising if surprising else k.scale_alpha) * (
+            size - self._scale
+        )
+        alpha = k.noise_long_alpha
         self._var_long += alpha * (r2 - self._var_long)
         self._clip_long += alpha * (c2 - self._clip_long)
         self._var_short, self._clip_short = var_short, clip_short
-        self._level += s.level_alpha * step
+        self._level += k.level_alpha * step
         if seen:
-            profile[slot] = seasonal + s.season_gamma * step
+            profile[slot] = seasonal + k.season_gamma * step
         else:
             profile[slot] = value - self._level
-        self._lo = min(self._lo, value)
-        self._hi = max(self._hi, value)
+        if value < self._lo:
+            self._lo = value
+        if value > self._hi:
+            self._hi = value
         self._n = n + 1
 
         verdict = Verdict(round(score, 4), kind != _NONE, _TYPES[kind])
@@ -286,37 +380,56 @@ class SensorDetector:
         The larger of ``-log`` the tail probability of ``surprise`` (spike plus noise
         test) and the Gamma-tail statistic of the short-term mean of the spike test's
         own tail evidence (capped; its mean is 1 nat while nothing happens).
+        (:func:`_tail_bin` inlined twice; comparisons for min and max, as in update.)
         """
-        s = self._settings
+        k = self._k
         hist = self._hist
         weight = self._weight
-        prior = s.tail_prior * weight
+        prior = k.tail_prior * weight
         norm = log(self._total + prior)
-        slot, below = _tail_bin(surprise)
+        x = log1p(surprise) * _BINS_PER_NAT
+        slot = int(x)
+        if slot > _LAST_BIN:
+            slot = _LAST_BIN
+        below = x - slot
+        if below > 1.0:
+            below = 1.0
         tail = sum(hist[slot + 1 : _BINS]) + hist[slot] * (1.0 - below)
-        tail += prior * math.exp(-min(surprise * _PRIOR_RATE, 700.0))
-        instant = norm - log(max(tail, 1e-300))
+        x = surprise * _PRIOR_RATE
+        tail += prior * exp(-(700.0 if x > 700.0 else x))  # noqa: PLR2004 - exp's range
+        instant = norm - log(_FLOOR if tail < _FLOOR else tail)
         hist[slot] += weight
-        slot, below = _tail_bin(spike)
+        x = log1p(spike) * _BINS_PER_NAT
+        slot = int(x)
+        if slot > _LAST_BIN:
+            slot = _LAST_BIN
+        below = x - slot
+        if below > 1.0:
+            below = 1.0
         slot += _BINS
         tail = sum(hist[slot + 1 : 2 * _BINS]) + hist[slot] * (1.0 - below)
-        tail += prior * math.exp(-min(spike * _PRIOR_RATE, 700.0))
-        single = norm - log(max(tail, 1e-300))
+        x = spike * _PRIOR_RATE
+        tail += prior * exp(-(700.0 if x > 700.0 else x))  # noqa: PLR2004 - exp's range
+        single = norm - log(_FLOOR if tail < _FLOOR else tail)
         hist[slot] += weight
-        alpha = s.evidence_alpha
-        mean = self._evidence + alpha * (min(single, s.evidence_cap) - self._evidence)
+        alpha = k.evidence_alpha
+        if single > k.evidence_cap:
+            single = k.evidence_cap
+        mean = self._evidence + alpha * (single - self._evidence)
         self._evidence = mean
-        burst = (2.0 / alpha - 1.0) * (mean - 1.0 - log(mean)) if mean > 1.0 else 0.0
+        burst = k.burst_factor * (mean - 1.0 - log(mean)) if mean > 1.0 else 0.0
 
         self._total += weight
-        weight /= 1.0 - 1.0 / s.tail_window
+        weight /= k.weight_decay
         if weight > _RESCALE:
             for i in range(2 * _BINS):
                 hist[i] /= _RESCALE
             self._total /= _RESCALE
             weight /= _RESCALE
         self._weight = weight
-        return max(instant, burst, 0.0)
+        if burst > instant:
+            instant = burst
+        return 0.0 if instant < 0.0 else instant  # max(instant, burst, 0.0)
 
     def _decide(self, score: float, z: float, *, noise: float, spike: float) -> tuple[float, int]:
         """The reading's final score and anomaly type, given the hold-off and Page-Hinkley.

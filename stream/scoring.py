@@ -188,7 +188,7 @@ class Scorer:
         self._run(partition, batch, meta, scored)
         return scored
 
-    def _run(
+    def _run(  # noqa: C901 - one loop over the batch, read top to bottom
         self,
         partition: int,
         batch: ReadingBatch,
@@ -199,13 +199,17 @@ class Scorer:
         dirty = self._dirty.setdefault(partition, set())
         snapshot = self._snapshots.get(partition)
         pending = snapshot.pending if snapshot is not None else None
+        if scored is not None:
+            out = scored.batch
+            scores, flags, kinds = out["anomaly_score"], out["is_anomaly"], out["anomaly_type"]
         newest = 0
-        for i, (sensor_id, ts_us, value, quality) in enumerate(
+        for i, (sensor_id, ts_us, value, quality, company_id) in enumerate(
             zip(
                 batch["sensor_id"],
                 batch["ts_us"],
                 batch["value"],
                 batch["quality_score"],
+                batch["company_id"],
                 strict=True,
             )
         ):
@@ -217,19 +221,19 @@ class Scorer:
                 pending.discard(sensor_id)
                 snapshot.states[sensor_id] = track.detector.dumps()  # type: ignore[union-attr]
             m = meta.get(sensor_id)
-            verdict = track.detector.update(
-                ts_us // 1000,
-                value,
-                quality,
-                m.alert_min if m else None,
-                m.alert_max if m else None,
+            verdict = (
+                track.detector.update(ts_us // 1000, value, quality, m.alert_min, m.alert_max)
+                if m is not None
+                else track.detector.update(ts_us // 1000, value, quality)
             )
             dirty.add(sensor_id)
-            track.company_id = batch["company_id"][i]
+            track.company_id = company_id
             if not track.last_ts_us:  # restored from a checkpoint, first reading since
                 self._due.pop(partition, None)
-            track.last_ts_us = max(track.last_ts_us, ts_us)
-            newest = max(newest, ts_us)
+            if ts_us > track.last_ts_us:  # noqa: PLR1730 - a builtin call a reading
+                track.last_ts_us = ts_us
+            if ts_us > newest:  # noqa: PLR1730
+                newest = ts_us
             if scored is None:
                 track.missing = False
                 continue
@@ -237,11 +241,10 @@ class Scorer:
                 track.missing = False
                 scored.back_online.append(sensor_id)
                 self._due.pop(partition, None)
-            out = scored.batch
-            out["anomaly_score"][i] = verdict.score
+            scores[i] = verdict.score
             if verdict.is_anomaly and not (m and m.maintenance):
-                out["is_anomaly"][i] = True
-                out["anomaly_type"][i] = verdict.anomaly_type
+                flags[i] = True
+                kinds[i] = verdict.anomaly_type
                 scored.anomalies += 1
         clock = self._clocks.setdefault(partition, _Clock())
         if newest > clock.newest_us:
