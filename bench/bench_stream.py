@@ -248,9 +248,7 @@ async def _worker(bootstrap: str, db: DatabaseSettings, load: _Load, work: Path)
         proc.wait(30)
 
 
-def _feed(
-    scorer: Scorer, meta: dict[str, SensorMeta], readings_each: int, first: int = 0
-) -> float:
+def _feed(scorer: Scorer, meta: dict[str, SensorMeta], readings_each: int, first: int = 0) -> float:
     """Each sensor learns `readings_each` readings, 1,000 per record; the seconds it took.
 
     Readings are a minute apart, from minute `first` on (a second call continues a
