@@ -63,6 +63,12 @@ class TriggerMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
             registry=registry,
         )
+        self.checkpoint_seconds = Histogram(
+            "tmiot_triggers_checkpoint_seconds",
+            "Time to write one checkpoint (changed states and their offsets)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=registry,
+        )
         self.poll_seconds = Histogram(
             "tmiot_triggers_poll_seconds",
             "Time to evaluate and commit one poll of records",

@@ -35,7 +35,7 @@ import contextlib
 import datetime as dt
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import psycopg
@@ -65,6 +65,7 @@ from triggers.directory import Directory, audit_changes, load_directory
 from triggers.evaluator import Evaluator
 from triggers.metrics import TriggerMetrics
 from triggers.model import Cleared, Opened, ScoredReading, Transition, TriggerSpec
+from triggers.pacing import CheckpointPacer
 from triggers.store import OutboxRow, TriggerStore
 
 __all__ = ["TriggerService"]
@@ -124,7 +125,9 @@ class TriggerService:
         self._owned: set[int] = set()
         self._audited: set[tuple[str, str, str]] = set()
         self._resolved_watermark = dt.datetime.now(dt.UTC)
-        self._last_checkpoint = time.monotonic()
+        self._pacer = CheckpointPacer(
+            every=cfg.checkpoint_seconds, duty=cfg.checkpoint_duty, now=time.monotonic()
+        )
         self._sensors_loaded = 0.0
         self._store: TriggerStore | None = None
         # Checkpoints are written on a connection of their own, in the background:
@@ -313,13 +316,37 @@ class TriggerService:
         states = self.evaluator.take_dirty()
         offsets = {p: o for p, o in self._offsets.items() if p in self._owned}
         partition_of = {s: p for _, s in states if (p := self._partition_of.get(s)) is not None}
-        self._last_checkpoint = time.monotonic()
-        assert self._checkpoints is not None  # noqa: S101 - set before any task runs
+        self._pacer.began(time.monotonic())
         self._writing = asyncio.create_task(
-            self._checkpoints.checkpoint(offsets, states, partition_of), name="checkpoint"
+            self._write_checkpoint(offsets, states, partition_of), name="checkpoint"
         )
         if wait:
             await self._checkpoint_written()
+
+    async def _write_checkpoint(
+        self,
+        offsets: Mapping[int, int],
+        states: Mapping[tuple[str, str], object],
+        partition_of: Mapping[str, int],
+    ) -> None:
+        assert self._checkpoints is not None  # noqa: S101 - set before any task runs
+        started = time.monotonic()
+        await self._checkpoints.checkpoint(offsets, states, partition_of)
+        seconds = time.monotonic() - started
+        self._pacer.wrote(seconds)
+        self.metrics.checkpoint_seconds.observe(seconds)
+        if seconds > self.settings.triggers.checkpoint_seconds:
+            log.info(
+                "slow checkpoint: the next ones are spaced out",
+                states=len(states),
+                seconds=round(seconds, 2),
+                next_in=round(self._pacer.interval, 1),
+            )
+
+    def _checkpoint_due(self) -> bool:
+        """Time for a checkpoint (see :mod:`triggers.pacing`); none while one is written."""
+        writing = self._writing is not None and not self._writing.done()
+        return self._pacer.due(time.monotonic(), writing=writing)
 
     async def _checkpoint_written(self) -> None:
         writing, self._writing = self._writing, None
@@ -352,7 +379,7 @@ class TriggerService:
                 await self._deadletters(letters)
                 await self._apply(transitions, received)
                 self._settled = True
-                if time.monotonic() - self._last_checkpoint >= cfg.checkpoint_seconds:
+                if self._checkpoint_due():
                     await self._checkpoint()
             # Kafka offsets are for lag visibility only (the database holds the truth), so
             # the commit runs in the background, one at a time: a commit round trip took
@@ -551,10 +578,7 @@ class TriggerService:
                 self._settled = True
                 cutoff = dt.datetime.now(dt.UTC) - _RETRY_AFTER
                 await self._send(await self.store.unsent(cutoff))
-                if (
-                    time.monotonic() - self._last_checkpoint
-                    >= self.settings.triggers.checkpoint_seconds
-                ):
+                if self._checkpoint_due():
                     await self._checkpoint()
 
     async def _outcomes(self, consumer: AIOKafkaConsumer, store: TriggerStore) -> None:

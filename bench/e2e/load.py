@@ -14,7 +14,6 @@ messages or gateway batches of ``batch`` consecutive sensors of one company.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Literal
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 _TICK = 0.01
 _HOT = 95.0  # an excursion's value (the bench's triggers fire above 90)
@@ -167,15 +167,20 @@ def run(plan: Plan) -> Outcome:  # noqa: PLR0915 - one paced loop, read top to b
 
 
 def _message(plan: Plan, company: str, items: list[tuple[str, int, float]]) -> tuple[str, bytes]:
+    """Topic and payload of one message.
+
+    pydantic-core's encoder (6 x stdlib json's speed on a batch of 100): the generator
+    shares the machine with what it measures, and json.dumps was a third of its time.
+    """
     if plan.form == "single":
         device, ts, value = items[0]
         body: object = _body(ts, value)
-        return f"tenants/{company}/sensors/{device}/readings", json.dumps(body).encode()
+        return f"tenants/{company}/sensors/{device}/readings", to_json(body)
     readings = [{"device_id": d, "timestamp": ts, "value": v} for d, ts, v in items]
     gateway = f"gw-{hash(items[0][0]) % 50}"
     return (
         f"tenants/{company}/gateways/{gateway}/readings",
-        json.dumps({"v": 1, "readings": readings}).encode(),
+        to_json({"v": 1, "readings": readings}),
     )
 
 
