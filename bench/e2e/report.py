@@ -8,7 +8,8 @@ from typing import Any
 _SERVICES = ("ingest", "stream", "triggers", "kafka", "mosquitto", "postgres", "naive")
 
 
-def _k(x: float | None) -> str:
+def grouped(x: float | None) -> str:
+    """`x` rounded, with thousands separators; empty for None."""
     return "" if x is None else f"{x:,.0f}"
 
 
@@ -66,8 +67,8 @@ def markdown(r: dict[str, Any]) -> str:
         wo = best.get("workorder_latency_ms", {}).get("p99")
         rss = best["rss_peak_mb"].get("stream")
         out.append(
-            f"| {system} | {form} | {sensors:,} | **{_k(best['achieved'])}** |"
-            f" {lat['p50']} / {lat['p95']} / {lat['p99']} | {_k(wo)} | {rss or ''} |"
+            f"| {system} | {form} | {sensors:,} | **{grouped(best['achieved'])}** |"
+            f" {lat['p50']} / {lat['p95']} / {lat['p99']} | {grouped(wo)} | {rss or ''} |"
         )
     out.append("")
     for line in r.get("verdicts", []):
@@ -87,9 +88,9 @@ def markdown(r: dict[str, Any]) -> str:
         wo = s.get("workorder_latency_ms", {}).get("p99")
         cpu = ", ".join(f"{k} {v}" for k, v in s["cpu_cores"].items() if k in _SERVICES)
         out.append(
-            f"| {s['system']} | {s['form']} | {s['sensors']:,} | {_k(s['offered'])} |"
-            f" {_k(s['achieved'])} | {'yes' if s['sustained'] else 'no'} |"
-            f" {lat['p50']} / {lat['p99']} | {_k(wo)} | {s['backlog_at_end']:,} |"
+            f"| {s['system']} | {s['form']} | {s['sensors']:,} | {grouped(s['offered'])} |"
+            f" {grouped(s['achieved'])} | {'yes' if s['sustained'] else 'no'} |"
+            f" {lat['p50']} / {lat['p99']} | {grouped(wo)} | {s['backlog_at_end']:,} |"
             f" {s['drain_seconds']} | {cpu} | {s['why_not']} |"
         )
     mem = r.get("memory")
