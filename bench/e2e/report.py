@@ -17,7 +17,8 @@ def _config(s: dict[str, Any]) -> tuple[str, str, int]:
     return s["system"], s["form"], s["sensors"]
 
 
-def _best(steps: list[dict[str, Any]], system: str, form: str, sensors: int) -> dict[str, Any]:
+def best_step(steps: list[dict[str, Any]], system: str, form: str, sensors: int) -> dict[str, Any]:
+    """The sustained step of that configuration with the highest offered rate ({} if none)."""
     held = [s for s in steps if _config(s) == (system, form, sensors) and s["sustained"]]
     return max(held, key=lambda s: s["offered"]) if held else {}
 
@@ -59,7 +60,7 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     for key in r["configs"]:
         system, form, sensors = key["system"], key["form"], key["sensors"]
-        best = _best(steps, system, form, sensors)
+        best = best_step(steps, system, form, sensors)
         if not best:
             out.append(f"| {system} | {form} | {sensors:,} | none held | | | |")
             continue
