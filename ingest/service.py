@@ -330,8 +330,7 @@ class IngestService:
                 raise _Reconnect(msg) from exc
             if generation != self._generation:
                 return  # a newer connection owns the session now
-            for message in epoch.messages:
-                acker.ack(message)
+            acker.ack_all(epoch.messages)
             # One observation per epoch, its oldest message's: the worst case, at a
             # fraction of the cost of one per message.
             self.metrics.ack_latency.observe(time.monotonic() - epoch.opened)
