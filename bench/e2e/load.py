@@ -14,16 +14,20 @@ messages or gateway batches of ``batch`` consecutive sensors of one company.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import select
 import sys
 import time
 from pathlib import Path
 from typing import Literal
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel
 from pydantic_core import to_json
+
+from ingest.mqtt import BufferedReads, share_property_tables
 
 _TICK = 0.01
 _HOT = 95.0  # an excursion's value (the bench's triggers fire above 90)
@@ -59,14 +63,49 @@ def _body(ts: int, value: float) -> dict[str, object]:
     return {"timestamp": ts, "value": value}
 
 
-class _Publisher:
-    """QoS 1 publishes through paho's network thread, at most ``window`` unacknowledged.
+class _Socket(BufferedReads):
+    """The generator's socket: reads buffered as ingest's, writes held until :meth:`flush`."""
 
-    paho is told "no in-flight limit" (its own limit rescans the whole outgoing queue
-    on every PUBACK, quadratic under load); the window here keeps message ids unique.
+    __slots__ = ("_out",)
+
+    def __init__(self, sock: paho.SocketLike) -> None:
+        super().__init__(sock)
+        self._out = bytearray()
+
+    def send(self, buffer: bytes | bytearray) -> int:
+        """Hold the bytes; paho counts them as written."""
+        self._out += buffer
+        return len(buffer)
+
+    def flush(self) -> None:
+        """Write what is held, waiting for room in the socket's buffer when it is full."""
+        data = bytes(self._out)
+        self._out.clear()
+        while data:
+            try:
+                data = data[self._sock.send(data) :]
+            except BlockingIOError:
+                select.select([], [self._sock], [], 1.0)
+
+    def close(self) -> None:
+        """Write what is held (paho closes right after queueing a DISCONNECT), then close."""
+        with contextlib.suppress(OSError):
+            self.flush()
+        super().close()
+
+
+class _Publisher:
+    """QoS 1 publishes through paho in this thread, one socket write per tick.
+
+    The generator shares the machine with what it measures: paho's network thread
+    cost a socketpair wake-up, a send and a GIL hand-over per message, and paho's
+    property tables, built for every PUBACK, half its time (ingest's fix serves here
+    too). paho is told "no in-flight limit" (its own limit rescans the whole outgoing
+    queue on every PUBACK, quadratic under load); the window keeps message ids unique.
     """
 
     def __init__(self, port: int, client_id: str, window: int = 20_000) -> None:
+        share_property_tables()  # paho builds them for every PUBACK too
         self.sent = 0
         self.acked = 0
         self._window = window
@@ -74,34 +113,61 @@ class _Publisher:
         self._client.max_inflight_messages_set(0)
         self._client.max_queued_messages_set(0)
         self._client.on_publish = self._on_publish
+        create = self._client._create_socket  # noqa: SLF001 - the one reach into paho here
+        self._client._create_socket = lambda: _Socket(create())  # type: ignore[method-assign] # noqa: SLF001
+        self._last_misc = time.monotonic()
         self._client.connect("127.0.0.1", port, keepalive=60)
-        self._client.loop_start()
+        deadline = time.monotonic() + 10
+        while not self._client.is_connected():
+            self._pump(0.05)
+            if time.monotonic() > deadline:
+                msg = "no CONNACK from the broker in 10 s"
+                raise TimeoutError(msg)
 
     def _on_publish(self, *_: object) -> None:
-        self.acked += 1  # one writer: paho's network thread
+        self.acked += 1
+
+    def _socket(self) -> _Socket:
+        sock = self._client.socket()
+        assert isinstance(sock, _Socket)
+        return sock
+
+    def _pump(self, timeout: float = 0.0) -> None:
+        """Write what is held, then read every PUBACK that has arrived (waiting up to `timeout`)."""
+        sock = self._socket()
+        sock.flush()
+        if select.select([sock.fileno()], [], [], timeout)[0]:
+            self._client.loop_read()
+            while sock.pending():
+                self._client.loop_read()
+        if time.monotonic() - self._last_misc > 1.0:
+            self._client.loop_misc()  # keepalive
+            self._last_misc = time.monotonic()
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Queue one message; waits while the window is full."""
         while self.sent - self.acked >= self._window:
-            time.sleep(0.001)
-        while self._client.publish(topic, payload, qos=1).rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            time.sleep(0.001)
+            self._pump(0.01)
+        self._client.publish(topic, payload, qos=1)
         self.sent += 1
+
+    def tick(self) -> None:
+        """End of a tick: the tick's messages go out in one write, PUBACKs come in."""
+        self._pump()
 
     def close(self, deadline_s: float = 120.0) -> None:
         """Wait for every PUBACK (up to the deadline), then disconnect."""
         deadline = time.monotonic() + deadline_s
         while self.acked < self.sent and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self._client.loop_stop()
-        self._client.disconnect()
+            self._pump(0.01)
+        self._client.disconnect()  # paho closes the socket, which writes the DISCONNECT
 
 
 def run(plan: Plan) -> Outcome:  # noqa: PLR0915 - one paced loop, read top to bottom
     """Publish the plan; returns what was sent.
 
-    paho's own network thread writes and reads the socket, so a publish is a
-    queued packet, not an awaited future. Every PUBACK is awaited before the end.
+    A publish is a packet held for the tick's one write, not an awaited future.
+    Every PUBACK is awaited before the end.
     """
     rng = random.Random(3)
     devices = plan.devices
@@ -148,6 +214,7 @@ def run(plan: Plan) -> Outcome:  # noqa: PLR0915 - one paced loop, read top to b
                 client.publish(*_message(plan, company, [(device, ts, _HOT)]))
                 excursions.append((device, ts))
                 next_excursion += 1.0 / plan.excursions_per_s
+            client.tick()
             delay = _TICK - (time.monotonic() - now)
             if delay > 0:
                 time.sleep(delay)
