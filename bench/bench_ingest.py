@@ -176,7 +176,9 @@ def _stock_paho() -> Iterator[None]:
 
     ingest/mqtt.py's buffered reads, batched PUBACKs and shared property tables undone.
     """
-    install, ack_all = ingest_mqtt.BufferedReads.install, ingest_mqtt.Acknowledger.ack_all
+    # the classmethod object itself: restoring the bound method would pin cls to BufferedReads
+    install = vars(ingest_mqtt.BufferedReads)["install"]
+    ack_all = ingest_mqtt.Acknowledger.ack_all
     share, decoder = ingest_mqtt.share_property_tables, paho_packet.Properties  # type: ignore[attr-defined]
 
     def ack_each(self: ingest_mqtt.Acknowledger, messages: Sequence[aiomqtt.Message]) -> None:

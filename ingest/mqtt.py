@@ -2,8 +2,9 @@
 
 aiomqtt 2.5 wraps paho-mqtt but does not expose paho's manual acknowledgement,
 which at-least-once needs (a message is acknowledged only after Kafka has it).
-This module is the one place that reaches into the paho client, twice, both for
-single-reading messages, where paho's per-packet work is most of ingest's time:
+This module is the one place that reaches into the paho client: for manual
+acknowledgement, and three times for single-reading messages, where paho's
+per-packet work is most of ingest's time:
 
 * :class:`Acknowledger` sends the PUBACKs of a whole epoch as one write (paho writes
   each 4-byte packet with a send of its own);
@@ -107,7 +108,7 @@ def ingest_client(mqtt: MqttSettings, limits: IngestSettings) -> aiomqtt.Client:
         max_inflight_messages=min(limits.max_inflight_messages, 65_535),
     )
     Acknowledger(client).enable()
-    BufferedReads.install(client)
+    BufferedReads.install(client._client)  # noqa: SLF001 - see module docstring
     share_property_tables()
     return client
 
@@ -164,15 +165,14 @@ class BufferedReads:
         self._pos = 0
 
     @classmethod
-    def install(cls, client: aiomqtt.Client) -> None:
-        """Make `client`'s paho client wrap every socket it opens (reconnects included)."""
-        inner: paho.Client = client._client  # noqa: SLF001 - see module docstring
-        create = inner._create_socket  # noqa: SLF001
+    def install(cls, client: paho.Client) -> None:
+        """Make a paho client wrap every socket it opens in `cls` (reconnects included)."""
+        create = client._create_socket  # noqa: SLF001
 
         def create_buffered() -> paho.SocketLike:
             return cls(create())
 
-        inner._create_socket = create_buffered  # type: ignore[method-assign] # noqa: SLF001
+        client._create_socket = create_buffered  # type: ignore[method-assign] # noqa: SLF001
 
     def recv(self, size: int) -> bytes:
         """Up to `size` buffered bytes, refilling the buffer with one read when it is empty."""

@@ -113,8 +113,7 @@ class _Publisher:
         self._client.max_inflight_messages_set(0)
         self._client.max_queued_messages_set(0)
         self._client.on_publish = self._on_publish
-        create = self._client._create_socket  # noqa: SLF001 - the one reach into paho here
-        self._client._create_socket = lambda: _Socket(create())  # type: ignore[method-assign] # noqa: SLF001
+        _Socket.install(self._client)
         self._last_misc = time.monotonic()
         self._client.connect("127.0.0.1", port, keepalive=60)
         deadline = time.monotonic() + 10
