@@ -82,38 +82,89 @@ def _p99(step: dict[str, Any]) -> str:
     return f"**{grouped(row)} ms** (target < 500); to work order {grouped(wo)} ms"
 
 
+def _cost(step: dict[str, Any]) -> str:
+    """What a step cost the whole machine, if measured (older results: not)."""
+    us = step.get("cpu_us_per_reading")
+    if not us:
+        return ""
+    return f" ({step['machine_cores']} cores busy: {us:,.0f} µs of CPU per reading)"
+
+
+def _cores(r: dict[str, Any]) -> int:
+    return int(r.get("machine", {}).get("cpus") or 1)
+
+
+def _single_lines(r: dict[str, Any]) -> list[str]:
+    """Single-reading messages against the naive bridge, and what 10 x it would cost."""
+    steps = r["steps"]
+    naive = float(best_step(steps, "naive", "single", _NAIVE_SENSORS).get("achieved", 0.0))
+    mqtt_single = r.get("stages", {}).get("mqtt_single")
+    out = []
+    for n in sorted({s["sensors"] for s in steps if s["system"] == "pipeline"}):
+        step = best_step(steps, "pipeline", "single", n)
+        single = float(step.get("achieved", 0.0))
+        if not (naive and single):
+            continue
+        line = (
+            f"single-reading messages, {n:,} sensors: {single:,.0f} readings/s ="
+            f" **{single / naive:.1f} x** the naive bridge's {naive:,.0f} (target 10 x)"
+        )
+        if mqtt_single:
+            line += f"; a bare MQTT subscriber alone drains {mqtt_single:,}/s"
+        line += _cost(step)
+        if us := step.get("cpu_us_per_reading"):
+            line += (
+                f"; at that cost 10 x the naive bridge ({10 * naive:,.0f}/s) would keep"
+                f" {10 * naive * us / 1e6:.1f} cores busy, of {_cores(r)}"
+            )
+        out.append(line)
+    return out
+
+
+def _path(cpu: dict[str, float], path: tuple[str, ...]) -> str:
+    """``validation 3.0 + 2 x kafka 5.3 + ... = 44.2 µs``."""
+    parts = []
+    for k in dict.fromkeys(path):
+        n = path.count(k)
+        parts.append(f"{n} x {k} {cpu[k]}" if n > 1 else f"{k} {cpu[k]}")
+    return f"{' + '.join(parts)} = {sum(cpu[k] for k in path):.1f} µs"
+
+
+def _bound_line(r: dict[str, Any]) -> list[str]:
+    """The most any pipeline through the batch path's stages could do on this machine."""
+    cpu = r.get("stage_cpu_us", {})
+    if not all(k in cpu for k in stages.WATCHED_PATH):
+        return []
+    cores = _cores(r)
+    line = (
+        f"machine bound: the stages every batch reading passes cost"
+        f" {_path(cpu, stages.BATCH_PATH)} of CPU per reading, each alone, so on {cores}"
+        f" cores no pipeline through them exceeds **{stages.bound(cpu, cores):,.0f}"
+        f" readings/s**; with a trigger on every sensor (the 1k and 10k fleets),"
+        f" {_path(cpu, stages.WATCHED_PATH)}: **"
+        f"{stages.bound(cpu, cores, stages.WATCHED_PATH):,.0f} readings/s** (target 50,000;"
+        " left out: MQTT, the services' consume and publish plumbing, the load generator)"
+    )
+    return [line]
+
+
 def _verdicts(r: dict[str, Any]) -> list[str]:
     """The issue's must-shows, checked against this run's figures."""
     steps = r["steps"]
-
-    def best(system: str, form: str, sensors: int) -> float:
-        return float(best_step(steps, system, form, sensors).get("achieved", 0.0))
-
-    out = []
-    naive = best("naive", "single", _NAIVE_SENSORS)
-    mqtt_single = r.get("stages", {}).get("mqtt_single")
-    for n in sorted({s["sensors"] for s in steps if s["system"] == "pipeline"}):
-        single = best("pipeline", "single", n)
-        if naive and single:
-            line = (
-                f"single-reading messages, {n:,} sensors: {single:,.0f} readings/s ="
-                f" **{single / naive:.1f} x** the naive bridge's {naive:,.0f} (target 10 x)"
-            )
-            if mqtt_single:
-                line += f"; a bare MQTT subscriber alone drains {mqtt_single:,}/s"
-            out.append(line)
+    out = _single_lines(r) + _bound_line(r)
     # Gateway batches go through every stage but the single-message subscriber.
     batch_stages = {k: v for k, v in r.get("stages", {}).items() if k != "mqtt_single"}
     slowest = min(batch_stages.items(), key=lambda kv: kv[1]) if batch_stages else None
     for n in sorted({s["sensors"] for s in steps if s["form"] == "batch"}):
-        batch = best("pipeline", "batch", n)
+        step = best_step(steps, "pipeline", "batch", n)
+        batch = float(step.get("achieved", 0.0))
         line = f"gateway batches, {n:,} sensors: **{batch:,.0f} readings/s** (target 50,000)"
         if slowest:
             line += (
                 f", {batch / slowest[1]:.0%} of the slowest stage ({slowest[0]},"
                 f" {slowest[1]:,}/s; target 60 %)"
             )
-        out.append(line)
+        out.append(line + _cost(step))
     out.extend(
         f"p99 publish -> row at 5,000 readings/s, {s['form']}, {s['sensors']:,} sensors: {_p99(s)}"
         for s in steps
@@ -205,8 +256,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     log.warning("e2e bench", logs=str(work))
     async with rig(work, DatabaseSettings(url=args.database_url), max(args.sensors)) as bench:
         if not args.skip_stages:
-            r["stages"] = await stages.limits(bench)
-            log.warning("stage limits", **r["stages"])
+            limits = await stages.limits(bench)
+            r["stages"] = {k: round(v.readings_per_s) for k, v in limits.items()}
+            r["stage_cpu_us"] = {k: round(v.cpu_us, 2) for k, v in limits.items()}
+            log.warning("stage limits", **r["stages"], cpu_us=r["stage_cpu_us"])
         await _systems(args, bench, r)
     return r
 

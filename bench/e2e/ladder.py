@@ -155,7 +155,9 @@ async def _measure(  # noqa: PLR0915 - one step, read top to bottom
         "drain_seconds": round(drain, 2),
         "generator_max_behind_s": outcome.max_behind_s,
         "row_latency_ms": percentiles(row_lat),
-        "cpu_cores": sampler.cpu,
+        "cpu_cores": {**sampler.cpu, "load": outcome.cpu_cores},
+        "machine_cores": sampler.machine_cores,
+        "cpu_us_per_reading": round(sampler.machine_cores * 1e6 / max(1.0, outcome.rate), 1),
         "rss_peak_mb": {k: round(v / 2**20, 1) for k, v in sampler.rss_peak.items()},
         "rss_last": sampler.rss_last,
     }
@@ -192,6 +194,7 @@ async def _measure(  # noqa: PLR0915 - one step, read top to bottom
         backlog=backlog,
         drain_s=result["drain_seconds"],
         cpu=sampler.cpu,
+        machine_cores=sampler.machine_cores,
         sustained=result["sustained"],
         why_not=result["why_not"],
     )

@@ -57,6 +57,7 @@ class Outcome(BaseModel):
     rate: float  # measured readings / measured seconds
     max_behind_s: float  # how far the schedule ever ran ahead of the publisher
     excursions: list[tuple[str, int]]  # (device id, reading timestamp ms)
+    cpu_cores: float = 0.0  # the generator's own CPU in the measured phase (its threads too)
 
 
 def _body(ts: int, value: float) -> dict[str, object]:
@@ -184,7 +185,10 @@ def run(plan: Plan) -> Outcome:  # noqa: PLR0915 - one paced loop, read top to b
         cursor = 0  # next device
         next_excursion = measure_at
         max_behind = 0.0
+        cpu_at = -1.0  # the process's CPU time when the measured phase began
         while (now := time.monotonic()) < end:
+            if cpu_at < 0 and now >= measure_at:
+                cpu_at = time.process_time()
             due = int(plan.rate * (now - t0)) - sent
             max_behind = max(max_behind, due / plan.rate)
             now_ms = int(time.time() * 1000)
@@ -218,6 +222,7 @@ def run(plan: Plan) -> Outcome:  # noqa: PLR0915 - one paced loop, read top to b
             if delay > 0:
                 time.sleep(delay)
         elapsed = time.monotonic() - measure_at
+        cpu = time.process_time() - cpu_at if cpu_at >= 0 else 0.0
         until_ms = int(time.time() * 1000)
     finally:
         client.close()
@@ -229,6 +234,7 @@ def run(plan: Plan) -> Outcome:  # noqa: PLR0915 - one paced loop, read top to b
         rate=round(measured / max(1e-9, elapsed), 1),
         max_behind_s=round(max_behind, 3),
         excursions=excursions,
+        cpu_cores=round(cpu / max(1e-9, elapsed), 2),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-_SERVICES = ("ingest", "stream", "triggers", "kafka", "mosquitto", "postgres", "naive")
+_SERVICES = ("ingest", "stream", "triggers", "kafka", "mosquitto", "postgres", "naive", "load")
 
 
 def grouped(x: float | None) -> str:
@@ -41,12 +41,13 @@ def markdown(r: dict[str, Any]) -> str:
         "",
     ]
     if lim:
+        stage_cpu: dict[str, float] = r.get("stage_cpu_us", {})
         out += [
-            "## Stage limits (each stage alone, readings/s)",
+            "## Stage limits (each stage alone)",
             "",
-            "| stage | readings/s |",
-            "|---|---:|",
-            *(f"| {k} | {v:,} |" for k, v in lim.items()),
+            "| stage | readings/s | machine CPU per reading (µs) |",
+            "|---|---:|---:|",
+            *(f"| {k} | {v:,} | {stage_cpu.get(k, '')} |" for k, v in lim.items()),
             "",
         ]
     out += [
@@ -80,9 +81,10 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         (
             "| system | msgs | sensors | offered | achieved | held | p50 / p99 row (ms)"
-            " | p99 WO (ms) | backlog at end | drain (s) | CPU cores by process | why not |"
+            " | p99 WO (ms) | backlog at end | drain (s) | CPU cores by process"
+            " | machine cores | µs/reading | why not |"
         ),
-        "|---|---|---:|---:|---:|---|---|---:|---:|---:|---|---|",
+        "|---|---|---:|---:|---:|---|---|---:|---:|---:|---|---:|---:|---|",
     ]
     for s in steps:
         lat = s["row_latency_ms"]
@@ -92,7 +94,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {s['system']} | {s['form']} | {s['sensors']:,} | {grouped(s['offered'])} |"
             f" {grouped(s['achieved'])} | {'yes' if s['sustained'] else 'no'} |"
             f" {lat['p50']} / {lat['p99']} | {grouped(wo)} | {s['backlog_at_end']:,} |"
-            f" {s['drain_seconds']} | {cpu} | {s['why_not']} |"
+            f" {s['drain_seconds']} | {cpu} | {s.get('machine_cores', '')} |"
+            f" {grouped(s.get('cpu_us_per_reading'))} | {s['why_not']} |"
         )
     mem = r.get("memory")
     if mem:

@@ -7,7 +7,10 @@
 * :class:`OrderProbe` reads ``workorders.requested``: latency = arrival - the
   excursion's reading timestamp.
 * :class:`ProcSampler` reads CPU time and resident memory of named processes from
-  ``/proc`` once a second.
+  ``/proc`` once a second, and the whole machine's busy time over its window;
+* :func:`machine_busy_seconds` is that busy time (every process, kernel work
+  included), which is what a rate costs the machine: the stage limits and the steps
+  are both charged with it.
 """
 
 from __future__ import annotations
@@ -153,6 +156,17 @@ class OrderProbe:
             await self._consumer.stop()
 
 
+def machine_busy_seconds() -> float:
+    """Core-seconds all CPUs have spent busy since boot: ``/proc/stat`` less idle, iowait, steal.
+
+    Steal (time the hypervisor gave to other guests) is no work of this machine's.
+    """
+    with Path("/proc/stat").open() as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = ticks
+    return (user + nice + system + irq + softirq) / _TICKS
+
+
 def _cpu_seconds(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -178,10 +192,12 @@ class ProcSampler:
 
     pids: Callable[[], dict[str, list[int]]]
     cpu: dict[str, float] = field(default_factory=dict)  # name -> cores (mean)
+    machine_cores: float = 0.0  # the whole machine's busy cores (mean)
     rss_peak: dict[str, int] = field(default_factory=dict)
     rss_last: dict[str, int] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _started: float = 0.0
+    _busy: float = 0.0
     _first: dict[int, float] = field(default_factory=dict)
     _latest: dict[int, float] = field(default_factory=dict)
     _owner: dict[int, str] = field(default_factory=dict)
@@ -209,16 +225,18 @@ class ProcSampler:
     def start(self) -> None:
         """Take the first sample and go on in the background."""
         self._started = time.monotonic()
+        self._busy = machine_busy_seconds()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Take the last sample; fill :attr:`cpu` with each name's mean cores."""
+        """Take the last sample; fill :attr:`cpu` and :attr:`machine_cores` with mean cores."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._sample()
         wall = max(1e-9, time.monotonic() - self._started)
+        self.machine_cores = round((machine_busy_seconds() - self._busy) / wall, 2)
         cpu: dict[str, float] = {}
         for pid, name in self._owner.items():
             cpu[name] = cpu.get(name, 0.0) + (self._latest[pid] - self._first[pid]) / wall
