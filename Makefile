@@ -115,11 +115,13 @@ NAB ?= ../shared/nab
 NAB_OUT := .tmiot/nab
 
 .PHONY: nab
-nab: install ## Score the detector on the NAB subset in $(NAB) (read in place) -> bench/results/nab.md
+nab: install ## The detector on the NAB data in $(NAB), held out by category, beside a rolling z-score and the null detector -> bench/results/nab.{md,json}
 	$(BIN)/tmiot evaluate --data $(NAB)/data --out $(NAB_OUT)/results
-	$(BIN)/python $(NAB)/nab_score.py --data $(NAB)/data --labels $(NAB)/data/combined_windows.json \
-		--results $(NAB_OUT)/results --per-file --json $(NAB_OUT)/scores.json
-	$(BIN)/python bench/nab.py --scores $(NAB_OUT)/scores.json --scoreboard $(NAB)/SCOREBOARD.md
+	$(BIN)/python bench/nab.py --nab $(NAB) --results $(NAB_OUT)/results --work $(NAB_OUT)
+
+.PHONY: nab-ablation
+nab-ablation: install ## Each detector constant moved alone, scored held out as `make nab` scores -> bench/results/nab_ablation.{md,json}
+	$(BIN)/python -m bench.nab_ablation --nab $(NAB)
 
 .PHONY: bench-detect
 bench-detect: install ## Detector on simulated fleet data: precision/recall per type, updates/s, bytes/sensor -> bench/results/detect.md

@@ -1,43 +1,40 @@
 """Per-sensor online anomaly detection: one small, serialisable state per sensor.
 
 Each reading is scored against what the sensor has shown so far, then learned
-(River's ``score_one`` then ``learn_one``, in one call). The model is additive
-Holt-Winters with a daily season: ``value = level + profile[time of day] + residual``.
-Three tests read the residual:
+(River's ``score_one`` then ``learn_one``, in one call). The model is a level
+plus a daily profile: ``value = level + profile[time of day] + residual``, the
+residual measured in its running mean absolute value (``z``). Several tests read
+it, each a statistic that is large when something changed:
 
-* ``spike`` / ``drop``: the residual in units of its running mean absolute value;
-  its surprise is ``z**2 / 2`` nats.
-* ``noise``: the likelihood-ratio statistic of a short-term against the long-term
-  residual variance (up: more noise; down: a quieter, possibly stuck, sensor).
-* ``drift``: River's Page-Hinkley test on the residual, whose mean moves when
-  the level lags behind a ramp.
+* the residual's EWMA means at a few speeds (``mean_alphas``): the reading alone
+  (a spike or a drop), and deviations that last a few to tens of readings;
+* ``drift``: the level against a slow anchor of itself (a ramp the level follows);
+* ``noise``: the likelihood-ratio statistic of the short-term against the long-term
+  residual variance, both ways (a noisier sensor, or a quieter, stuck one).
 
-The surprise (spike plus noise statistic, nats) is then calibrated against the
-sensor's own past: a decayed histogram of its past surprises, mixed with a
-Gaussian prior tail, gives its tail probability, whose ``-log`` is the reading's
-evidence. So a sensor that is often spiky does not alert all day, only a reading
-rarer than what it usually shows does, and the scores of different sensors are
-comparable. A second histogram calibrates the spike surprise alone; the
-short-term mean of that evidence (about 1 nat when nothing happens) gives a
-burst test, a Gamma tail: several moderately rare readings close together
-(denser spikes, a dip that is not deep but lasts) are as telling as one very
-rare reading. The larger evidence maps to a score in [0, 1] by ``e / (e + half)``.
-A score from ``event_threshold`` opens an event, which alerts from
-``anomaly_threshold`` on. Within an event, scores are damped and the event
-keeps its type (one event, one alert) unless it turns out more lasting (a
-spike that is the start of a drift), until the event is over: a run of quiet
-readings ends the hold-off early, so a second event soon after the first
-alerts too. For the same reason a surprising reading barely widens the
-residual scale: the first event's readings would otherwise set the bar for
-the next one (two dips in a row). A reading outside the sensor's alert
-thresholds is always an anomaly; a low ``quality`` scales the evidence down.
+No statistic is read against a fixed scale. Each is calibrated against the
+sensor's own past, peaks over threshold: its running ``1 - tail_quantile``
+quantile, and a generalised Pareto tail fitted (method of moments) to the
+excesses above it. A reading's evidence is ``-log`` of the smallest tail
+probability among the tests, and its score ``e / (e + evidence_half)``. So a
+sensor whose readings are often spiky learns a heavy tail and alerts only on
+what is rare for it, and the scores of different sensors are comparable:
+score 0.48 is a tail probability of about 1 in 1,600 for every sensor.
+
+An anomaly opens an event: one event, one alert. The following scores read 0
+until the event is over (``quiet_readings`` readings in a row in which no test
+is above its tail's threshold) or ``holdoff_readings`` have passed. The event's type is that of the
+test that fired: ``spike`` / ``drop`` (the reading alone), ``drift`` (a
+deviation that built up: a slower mean or the anchor test), ``noise``. A reading
+outside the sensor's alert thresholds is always an anomaly; a low ``quality``
+scales the evidence down.
 
 Example:
     >>> from tmiot.config import DetectorSettings
     >>> det = SensorDetector(DetectorSettings())
-    >>> for i in range(600):  # a quiet sensor, a reading a minute
-    ...     v = det.update(i * 60_000, 20.0 + 0.1 * (i % 7))
-    >>> det.update(600 * 60_000, 35.0).anomaly_type
+    >>> for i in range(2000):  # a sensor's first 33 hours, a reading a minute
+    ...     v = det.update(i * 60_000, 20.0 + (i * 7919 % 101) / 100)
+    >>> det.update(2000 * 60_000, 25.0).anomaly_type
     'spike'
     >>> SensorDetector.loads(DetectorSettings(), det.dumps()).dumps() == det.dumps()
     True
@@ -48,10 +45,8 @@ from __future__ import annotations
 import math
 import struct
 from array import array
-from math import exp, isfinite, isnan, log, log1p
+from math import isfinite, isnan, log
 from typing import Final, NamedTuple
-
-from river import drift, stats
 
 from tmiot.config import DetectorSettings
 
@@ -59,37 +54,40 @@ __all__ = ["SensorDetector", "Verdict"]
 
 _DAY_MS: Final = 86_400_000
 _CLIP: Final = 3.0  # residuals learned at most this many scales away (robust updates)
-_DRIFT_CLIP: Final = 10.0  # largest step fed to Page-Hinkley, in scales
+_Z_CAP: Final = 50.0  # the mean tests see residuals of at most this many scales
+_ESCALATE: Final = 2.0  # within an event, evidence this many times its alert's alerts again
+_SUDDEN: Final = 2.0  # a reading this many times its recent mean residual is sudden
 _NOISE_CLIP: Final = 4.0  # largest residual the variance test sees, in scales
 _TINY: Final = 1e-9
+_REPEAT_RATE: Final = 0.01
+# Evidence is reduced by this many nats per e-fold of the sensor's history since its
+# warm-up: the rarest reading of a long history is less surprising than that of a short
+# one, so a sensor's false-alarm rate falls as it ages (as n ** -0.5) instead of staying
+# constant, and a year-old sensor is not alerting on the once-a-week reading.
+_HISTORY: Final = 0.5
 _MAX_ABS: Final = 1e100  # readings are clamped to this magnitude
-_VERSION: Final = 3
-_BINS: Final = 32  # slots of a surprise histogram ...
-_LAST_BIN: Final = _BINS - 1
-_BINS_PER_NAT: Final = 4.0  # ... per nat of log1p(surprise): the last one from e**7.75 nats
-_FLOOR: Final = 1e-300  # least tail probability
-_RESCALE: Final = 2.0**300  # the histograms' growing increment is brought back below this
-# The prior tail of a surprise s is exp(-s * 2/pi): z is in mean absolute residuals, which
-# are sqrt(2/pi) standard deviations for a Gaussian residual, so z**2 / 2 overstates its nats.
-_PRIOR_RATE: Final = 2.0 / math.pi
+_XI_MAX: Final = 0.9  # Pareto shape: heavy tails allowed, an infinite mean not
+_QUANTILE_STEP: Final = 0.05  # the tail's threshold moves by this share of the mean excess
+_VERSION: Final = 4
 _FLOATS: Final = (
     "_level",
+    "_anchor",
     "_scale",
     "_var_short",
     "_var_long",
-    "_clip_short",
-    "_clip_long",
     "_lo",
     "_hi",
-    "_weight",
-    "_total",
-    "_evidence",
+    "_alerted",
+    "_prev",
+    "_repeats",
+    "_again",
+    "_readings",
 )
-_PH_FLOATS: Final = ("_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease")
-# version, readings, hold-off left and its type, quiet readings in it, drift left, Page-Hinkley's
-# flag, profile slots, our floats, then Page-Hinkley's running mean (n, mean) and its sums; the
-# two surprise histograms and the profile follow.
-_HEADER: Final = struct.Struct(f"<BQIBIIBH{len(_FLOATS)}d2d{len(_PH_FLOATS)}d")
+# version, readings, hold-off left and its type, quiet readings in it, repeats in a row,
+# mean tests, profile slots,
+# the previous reading's time, our floats; then per test (mean tests first) its mean, then
+# per test the tail's threshold, mean excess and mean squared excess; then the profile.
+_HEADER: Final = struct.Struct(f"<BQIBIIBHq{len(_FLOATS)}d")
 
 
 class Verdict(NamedTuple):
@@ -103,7 +101,7 @@ class Verdict(NamedTuple):
 # Anomaly types as small ints in the state; _TYPES names them.
 _NONE, _SPIKE, _DROP, _DRIFT, _NOISE = range(5)
 _TYPES: Final = (None, "spike", "drop", "drift", "noise")
-_RANK: Final = (0, 1, 1, 3, 2)  # how lasting each type is: a later, more lasting one re-alerts
+_SUDDEN_TYPES: Final = (_SPIKE, _DROP)
 _QUIET: Final = Verdict(0.0, is_anomaly=False, anomaly_type=None)
 
 
@@ -122,66 +120,100 @@ def _variance_lr(short: float, long: float, f2: float, half_df: float) -> float:
     return half_df * (rho - 1.0 - log(rho))
 
 
-def _tail_bin(surprise: float) -> tuple[int, float]:
-    """The histogram slot of a surprise and the fraction of that slot below it."""
-    x = log1p(surprise) * _BINS_PER_NAT
-    slot = min(int(x), _BINS - 1)
-    return slot, min(x - slot, 1.0)
+def _pareto_evidence(excess: float, mean: float, square: float, log_q: float) -> float:
+    """``-log`` tail probability of an excess over the threshold, given the excesses so far.
+
+    The generalised Pareto shape and scale by the method of moments from the mean and
+    mean square of past excesses; ``log_q`` is log of the threshold's own tail probability.
+
+    >>> round(_pareto_evidence(0.0, 1.0, 2.0, log(0.01)), 3)  # at the threshold: q itself
+    4.605
+    >>> round(_pareto_evidence(3.0, 1.0, 2.0, log(0.01)), 3)  # exponential tail: 3 more nats
+    7.605
+    """
+    var = square - mean * mean
+    if var <= _TINY * mean * mean + _TINY:
+        var = _TINY * mean * mean + _TINY
+    ratio = mean * mean / var
+    xi = 0.5 * (1.0 - ratio)
+    if xi < 0.0:  # a bounded tail would make any larger reading infinitely rare
+        xi = 0.0
+    elif xi > _XI_MAX:
+        xi = _XI_MAX
+    sigma = 0.5 * mean * (ratio + 1.0)
+    if xi < 1e-6:  # noqa: PLR2004 - the exponential limit
+        return excess / sigma - log_q
+    return math.log1p(xi * excess / sigma) / xi - log_q
 
 
 class _Tuning:
     """The settings the hot path reads, as slots, with the constants derived from them.
 
     One per :class:`DetectorSettings` object (:func:`_tuning`), shared by its detectors:
-    a slot read is cheaper than a model attribute, and ``1 / alpha - 0.5`` and the like
-    are computed once, as the same expressions, so every result stays bit for bit.
+    a slot read is cheaper than a model attribute.
     """
 
     __slots__ = (
-        "burst_factor",
-        "event_threshold",
-        "evidence_alpha",
-        "evidence_cap",
+        "alphas",
+        "anomaly_threshold",
+        "decay",
+        "drift_alpha",
         "evidence_half",
+        "excess_alpha",
         "half_df",
+        "history",
         "holdoff_readings",
         "level_alpha",
+        "log_q",
         "noise_long_alpha",
         "noise_short_alpha",
+        "norms",
+        "quiet_readings",
         "scale_alpha",
-        "scale_alpha_surprising",
         "scale_floor",
-        "scale_learn_score",
+        "score_from",
         "season_bins",
         "season_gamma",
-        "surprise_cap",
-        "tail_prior",
+        "season_rate",
+        "seasonal",
+        "step_down",
+        "tests",
+        "warmup_log",
         "warmup_readings",
-        "weight_decay",
+        "window",
     )
 
     def __init__(self, s: DetectorSettings) -> None:
         """Read `s` once."""
         self.season_bins = s.season_bins
-        self.warmup_readings = s.warmup_readings
+        self.season_gamma = s.season_gamma
+        self.seasonal = s.season_bins > 1
+        self.season_rate = s.season_gamma * s.season_bins / _DAY_MS  # per ms since the last
+        self.level_alpha = s.level_alpha
+        self.scale_alpha = s.scale_alpha
         self.scale_floor = s.scale_floor
+        self.alphas = s.mean_alphas
+        # An EWMA of unit-variance noise has variance alpha / (2 - alpha).
+        self.norms = tuple(1.0 / math.sqrt(a / (2.0 - a)) for a in s.mean_alphas)
         self.noise_short_alpha = s.noise_short_alpha
         self.noise_long_alpha = s.noise_long_alpha
         self.half_df = 1.0 / s.noise_short_alpha - 0.5
-        self.surprise_cap = s.surprise_cap
+        self.drift_alpha = s.drift_alpha
+        self.tests = len(s.mean_alphas) + 2  # the means, drift, noise
+        self.log_q = log(s.tail_quantile)
+        self.excess_alpha = 1.0 / (s.tail_window * s.tail_quantile)  # per excess
+        self.decay = 1.0 - 1.0 / s.tail_window
+        self.window = s.tail_window
+        self.step_down = s.tail_quantile / (1.0 - s.tail_quantile)
         self.evidence_half = s.evidence_half
+        self.warmup_readings = s.warmup_readings
+        # A 1-in-1/q threshold is located after about 1/q readings: scores start then.
+        self.score_from = s.warmup_readings + math.ceil(1.0 / s.tail_quantile)
+        self.history = _HISTORY
+        self.warmup_log = log(s.warmup_readings)
+        self.anomaly_threshold = s.anomaly_threshold
         self.holdoff_readings = s.holdoff_readings
-        self.scale_learn_score = s.scale_learn_score
-        self.event_threshold = s.event_threshold
-        self.scale_alpha = s.scale_alpha
-        self.scale_alpha_surprising = s.scale_alpha * s.scale_learn_weight
-        self.level_alpha = s.level_alpha
-        self.season_gamma = s.season_gamma
-        self.tail_prior = s.tail_prior
-        self.evidence_alpha = s.evidence_alpha
-        self.evidence_cap = s.evidence_cap
-        self.burst_factor = 2.0 / s.evidence_alpha - 1.0
-        self.weight_decay = 1.0 - 1.0 / s.tail_window
+        self.quiet_readings = s.quiet_readings
 
 
 _TUNINGS: dict[int, tuple[DetectorSettings, _Tuning]] = {}
@@ -200,62 +232,56 @@ class SensorDetector:
 
     # Slots: 10,000 sensors per worker, so no per-instance __dict__.
     __slots__ = (
-        "_clip_long",
-        "_clip_short",
-        "_drift_left",
-        "_evidence",
+        "_again",
+        "_alerted",
+        "_anchor",
         "_held",
         "_hi",
-        "_hist",
         "_holdoff",
         "_k",
+        "_last",
         "_level",
         "_lo",
+        "_means",
         "_n",
-        "_ph",
+        "_prev",
         "_profile",
         "_quiet",
+        "_readings",
+        "_repeats",
+        "_run",
         "_scale",
         "_settings",
-        "_total",
+        "_tails",
         "_var_long",
         "_var_short",
-        "_weight",
     )
 
     def __init__(self, settings: DetectorSettings) -> None:
         """Start with no history: the first ``warmup_readings`` score 0."""
         self._settings = settings
-        self._k = _tuning(settings)
+        k = self._k = _tuning(settings)
         self._n = 0
-        self._level = 0.0
+        self._last = 0  # the previous reading's time, ms
+        self._level = self._anchor = 0.0
         self._scale = 0.0  # mean absolute residual
-        # Short- and long-term residual variances: raw (the score's noise test) and
-        # with each residual clipped at a few scales (the robust one that types it).
-        self._var_short = self._var_long = self._clip_short = self._clip_long = 0.0
+        self._var_short = self._var_long = 0.0
         self._lo = math.inf
         self._hi = -math.inf
-        # Decayed histograms of past surprises, the whole one then the spike part's:
-        # each reading adds the current weight to one slot of each, and the weight grows
-        # by 1 / (1 - 1/tail_window) a reading (cheaper than decaying every slot);
-        # _total is each histogram's sum. _evidence: short-term mean spike evidence.
-        self._hist = array("d", [0.0]) * (2 * _BINS)
-        self._weight = 1.0
-        self._total = 0.0
-        self._evidence = 1.0
+        self._means = array("d", [0.0]) * len(k.alphas)
+        # Per test: the tail's threshold, mean excess and mean squared excess over it,
+        # starting as an exponential tail of unit mean from 1 (the statistics are in
+        # residual scales), which the sensor's own excesses replace as they come.
+        self._tails = array("d", [1.0, 1.0, 2.0]) * k.tests
         self._holdoff = 0  # readings left in the hold-off after an alert
+        self._alerted = 0.0  # the evidence of that alert
+        self._prev = math.nan  # the previous reading
+        self._run = 0  # readings in a row equal to the one before
+        self._repeats = self._again = self._readings = 0.0  # counts, decayed
         self._held = _NONE  # the type of that alert
-        self._quiet = 0  # readings in a row scoring below quiet_score during the hold-off
-        self._drift_left = 0  # readings left during which Page-Hinkley's drift stands
+        self._quiet = 0  # readings in a row with no test above its threshold, in the hold-off
         # NaN marks a time-of-day slot not seen yet; array('d') is 8 bytes a slot.
         self._profile = array("d", [math.nan]) * settings.season_bins
-        # River's Page-Hinkley costs about 1.3 us an update and 0.5 KB: affordable,
-        # and its state is six numbers, which dumps() writes out exactly.
-        self._ph = drift.PageHinkley(
-            min_instances=settings.drift_min_readings,
-            delta=settings.drift_delta,
-            threshold=settings.drift_threshold,
-        )
 
     def update(  # noqa: C901, PLR0912, PLR0915 - the per-reading hot path stays in one frame
         self,
@@ -274,9 +300,6 @@ class SensorDetector:
             lo: the sensor's ``alert_threshold_min``, if any.
             hi: the sensor's ``alert_threshold_max``, if any.
         """
-        # Comparisons stand in for min() and max() (a builtin call each, two dozen a
-        # reading); each picks the same operand the builtin would, so results are
-        # bit for bit the same.
         if not isfinite(value):
             return _QUIET
         if value > _MAX_ABS:  # so that squares stay finite
@@ -286,13 +309,16 @@ class SensorDetector:
         k = self._k
         n = self._n
         slot = (ts_ms % _DAY_MS) * k.season_bins // _DAY_MS
-        if n < k.warmup_readings:
-            self._warm_up(slot, value)
+        profile = self._profile
+        if n == 0:
+            self._level = self._anchor = self._lo = self._hi = self._prev = value
+            profile[slot] = 0.0
+            self._n = 1
+            self._last = ts_ms
             return (
                 self._breach(_QUIET, value, lo, hi) if lo is not None or hi is not None else _QUIET
             )
 
-        profile = self._profile
         seasonal = profile[slot]
         seen = not isnan(seasonal)
         if not seen:
@@ -301,68 +327,124 @@ class SensorDetector:
         scale = self._scale
         if floor > scale:
             scale = floor
-        residual = value - self._level - seasonal
+        residual = value - seasonal - self._level
         z = residual / scale
+        zc = _Z_CAP if z > _Z_CAP else -_Z_CAP if z < -_Z_CAP else z
 
-        # Surprise in nats: the residual's own, plus the variance-change statistic
-        # (likelihood ratio of the short-term against the long-term variance, as
-        # _variance_lr computes it).
+        # The tests' statistics (each >= 0): the means, drift, noise.
+        means = self._means
+        stats = []
+        for i, alpha in enumerate(k.alphas):
+            m = means[i] + alpha * (zc - means[i])
+            means[i] = m
+            stats.append((m if m > 0.0 else -m) * k.norms[i])
+        drift = (self._level - self._anchor) / scale
+        stats.append(drift if drift > 0.0 else -drift)
+        # The variance test sees residuals clipped at a few scales: one spike is the
+        # mean tests' to judge, not a change of the noise as well.
         r2 = residual * residual
-        c2 = (_NOISE_CLIP * scale) ** 2
-        if not c2 < r2:
-            c2 = r2
-        alpha = k.noise_short_alpha
-        var_short = self._var_short + alpha * (r2 - self._var_short)
-        clip_short = self._clip_short + alpha * (c2 - self._clip_short)
+        c2 = _NOISE_CLIP * _NOISE_CLIP * scale * scale
+        if r2 > c2:
+            r2 = c2
+        var_short = self._var_short + k.noise_short_alpha * (r2 - self._var_short)
         f2 = floor * floor
-        half_df = k.half_df  # half the short window's effective size
         rho = (var_short + f2) / (self._var_long + f2)
-        noise = half_df * (rho - 1.0 - log(rho))
-        spike = 0.5 * z * z
-        cap = k.surprise_cap
-        evidence = self._calibrate(cap * log1p((spike + noise) / cap), cap * log1p(spike / cap))
-        if quality is not None:
-            evidence *= min(max(quality, 0.0), 1.0)
-        score = evidence / (evidence + k.evidence_half)
+        stats.append(k.half_df * (rho - 1.0 - log(rho)))
 
-        if seen:
-            # Page-Hinkley on the residual: a ramp that the level lags behind leaves
-            # a lasting bias. It raises an alert when it fires and names those that follow.
-            ph = self._ph
-            ph.update(_DRIFT_CLIP if z > _DRIFT_CLIP else -_DRIFT_CLIP if z < -_DRIFT_CLIP else z)  # type: ignore[no-untyped-call]
-            if ph._drift_detected:  # noqa: SLF001 - the flag behind River's property
-                self._drift_left = k.holdoff_readings
+        # A stuck sensor: the same value again, for longer than its own history makes
+        # likely. From decayed counts (Laplace's rule): p1 the rate of repeats, p2 that of a
+        # repeat after a repeat; r repeats in a row have probability p1 * p2 ** (r - 1).
+        # That is a likelihood already, in nats, so it is not calibrated again. Only for a
+        # sensor that rarely repeats (p1 < _REPEAT_RATE): counts and coarse readings repeat
+        # in runs that one rate does not describe (a quiet night of zeros).
+        stuck = 0.0
+        run = self._run
+        if value == self._prev:
+            p1 = (self._repeats + 1.0) / (self._readings + 2.0)
+            stuck = -log(p1) if p1 < _REPEAT_RATE else -math.inf
+            if run:
+                stuck -= run * log((self._again + 1.0) / (self._repeats + 2.0))
+                self._again += 1.0
+            self._repeats += 1.0
+            self._run = run + 1
+        else:
+            self._run = 0
+        self._readings += 1.0
+        if self._readings > k.window:  # forget: the counts' memory is tail_window readings
+            self._readings *= k.decay
+            self._repeats *= k.decay
+            self._again *= k.decay
+        self._prev = value
+
+        score = 0.0
         kind = _NONE
-        surprising = score >= k.scale_learn_score
-        if score >= k.event_threshold or self._holdoff or self._drift_left:
-            # The robust variance test only names an alert; skip it when there is none.
-            robust = 0.0
-            if score >= k.event_threshold:
-                robust = _variance_lr(clip_short, self._clip_long, f2, half_df)
-            score, kind = self._decide(score, z, noise=robust, spike=spike)
+        if n >= k.warmup_readings and (seen or not k.seasonal):
+            evidence, test = self._calibrate(stats)
+            if n < k.score_from:  # the tails' thresholds are still finding their level
+                evidence = stuck = 0.0
+            if stuck > evidence:
+                evidence = stuck
+                test = k.tests - 1  # a variance gone: noise
+            if evidence:
+                evidence -= k.history * (log(n) - k.warmup_log)
+                if evidence < _TINY:  # still above a tail's threshold: not quiet
+                    evidence = _TINY
+            if quality is not None:
+                evidence *= 0.0 if quality < 0.0 else 1.0 if quality > 1.0 else quality
+            if self._holdoff:
+                self._quiet = 0 if evidence else self._quiet + 1
+                self._holdoff = 0 if self._quiet >= k.quiet_readings else self._holdoff - 1
+            if (
+                not self._holdoff
+                or evidence >= _ESCALATE * self._alerted
+                or (test == k.tests - 1 and self._held in _SUDDEN_TYPES)
+            ):
+                # Outside an event; or an event that grew far rarer than when it alerted
+                # (a faint start of a large anomaly must not hide the rest of it); or
+                # one that opened as a spike or drop and shows now as noise (its first
+                # readings were only the first of a noisier sensor's).
+                score = evidence / (evidence + k.evidence_half)
+                if score >= k.anomaly_threshold:
+                    # A mean test that fired on a reading far beyond the mean of its
+                    # last few: a sudden change (spike or drop, a step's first reading);
+                    # on readings each near that mean: a change that built up (drift).
+                    if test == k.tests - 1:
+                        kind = _NOISE
+                    elif test == k.tests - 2 or abs(zc) < _SUDDEN * abs(means[0]):
+                        kind = _DRIFT
+                    else:
+                        kind = _SPIKE if z > 0.0 else _DROP
+                    self._holdoff = k.holdoff_readings
+                    self._held = kind
+                    self._quiet = 0
+                    self._alerted = evidence
+                elif self._holdoff:
+                    score = 0.0
 
-        # Learn, robustly: a residual moves the model by at most a few scales, and a
-        # surprising one (score before damping) the scale only a little.
+        # Learn, robustly: a residual moves the model by at most a few scales.
         c = _CLIP * scale
         step = residual
         if step > c:
             step = c
         elif step < -c:
             step = -c
-        size = abs(residual)
-        c = 2.0 * c
-        if c < size:
-            size = c
-        self._scale += (k.scale_alpha_surprising if surprising else k.scale_alpha) * (
-            size - self._scale
-        )
-        alpha = k.noise_long_alpha
-        self._var_long += alpha * (r2 - self._var_long)
-        self._clip_long += alpha * (c2 - self._clip_long)
-        self._var_short, self._clip_short = var_short, clip_short
+        size = residual if residual > 0.0 else -residual
+        if n < k.warmup_readings:
+            self._scale += (size - self._scale) / n
+        else:
+            c = 2.0 * c
+            self._scale += k.scale_alpha * ((c if c < size else size) - self._scale)
+        self._var_short = var_short
+        self._var_long += k.noise_long_alpha * (r2 - self._var_long)
         self._level += k.level_alpha * step
+        self._anchor += k.drift_alpha * (self._level - self._anchor)
         if seen:
-            profile[slot] = seasonal + k.season_gamma * step
+            weight = k.season_rate * (ts_ms - self._last)
+            profile[slot] = (
+                seasonal
+                + (k.season_gamma if weight > k.season_gamma else weight if weight > 0.0 else 0.0)
+                * step
+            )
         else:
             profile[slot] = value - self._level
         if value < self._lo:
@@ -370,136 +452,43 @@ class SensorDetector:
         if value > self._hi:
             self._hi = value
         self._n = n + 1
+        self._last = ts_ms
 
-        verdict = Verdict(round(score, 4), kind != _NONE, _TYPES[kind])
+        verdict = Verdict(round(score, 4), kind != _NONE, _TYPES[kind]) if score else _QUIET
         return self._breach(verdict, value, lo, hi) if lo is not None or hi is not None else verdict
 
-    def _calibrate(self, surprise: float, spike: float) -> float:
-        """Evidence, nats, of a reading's surprise against the past ones; then learn it.
+    def _calibrate(self, stats: list[float]) -> tuple[float, int]:
+        """The largest evidence among the tests, nats, and which test gave it; then learn.
 
-        The larger of ``-log`` the tail probability of ``surprise`` (spike plus noise
-        test) and the Gamma-tail statistic of the short-term mean of the spike test's
-        own tail evidence (capped; its mean is 1 nat while nothing happens).
-        (:func:`_tail_bin` inlined twice; comparisons for min and max, as in update.)
+        A statistic above its test's threshold scores ``-log`` of the Pareto tail
+        probability of its excess, and its excess is learned; the threshold then moves
+        toward the running ``1 - tail_quantile`` quantile (up by a step, down by
+        ``q / (1 - q)`` of one), its step a share of the mean excess.
         """
         k = self._k
-        hist = self._hist
-        weight = self._weight
-        prior = k.tail_prior * weight
-        norm = log(self._total + prior)
-        x = log1p(surprise) * _BINS_PER_NAT
-        slot = int(x)
-        if slot > _LAST_BIN:
-            slot = _LAST_BIN
-        below = x - slot
-        if below > 1.0:
-            below = 1.0
-        tail = sum(hist[slot + 1 : _BINS]) + hist[slot] * (1.0 - below)
-        x = surprise * _PRIOR_RATE
-        tail += prior * exp(-(700.0 if x > 700.0 else x))  # noqa: PLR2004 - exp's range
-        instant = norm - log(_FLOOR if tail < _FLOOR else tail)
-        hist[slot] += weight
-        x = log1p(spike) * _BINS_PER_NAT
-        slot = int(x)
-        if slot > _LAST_BIN:
-            slot = _LAST_BIN
-        below = x - slot
-        if below > 1.0:
-            below = 1.0
-        slot += _BINS
-        tail = sum(hist[slot + 1 : 2 * _BINS]) + hist[slot] * (1.0 - below)
-        x = spike * _PRIOR_RATE
-        tail += prior * exp(-(700.0 if x > 700.0 else x))  # noqa: PLR2004 - exp's range
-        single = norm - log(_FLOOR if tail < _FLOOR else tail)
-        hist[slot] += weight
-        alpha = k.evidence_alpha
-        if single > k.evidence_cap:
-            single = k.evidence_cap
-        mean = self._evidence + alpha * (single - self._evidence)
-        self._evidence = mean
-        burst = k.burst_factor * (mean - 1.0 - log(mean)) if mean > 1.0 else 0.0
-
-        self._total += weight
-        weight /= k.weight_decay
-        if weight > _RESCALE:
-            for i in range(2 * _BINS):
-                hist[i] /= _RESCALE
-            self._total /= _RESCALE
-            weight /= _RESCALE
-        self._weight = weight
-        if burst > instant:
-            instant = burst
-        return 0.0 if instant < 0.0 else instant  # max(instant, burst, 0.0)
-
-    def _decide(self, score: float, z: float, *, noise: float, spike: float) -> tuple[float, int]:
-        """The reading's final score and anomaly type, given the hold-off and Page-Hinkley.
-
-        Args:
-            score: the reading's score before any hold-off damping.
-            z: its residual in scales.
-            noise: the robust variance-change statistic, nats.
-            spike: the residual's own surprise, nats.
-        """
-        s = self._settings
-        kind = _NONE
-        if self._drift_left == s.holdoff_readings:  # Page-Hinkley fired just now
-            kind = _DRIFT
-            score = max(score, s.anomaly_threshold)
-        elif score >= s.event_threshold:
-            if self._drift_left > 0 and -_DRIFT_CLIP < z < _DRIFT_CLIP:
-                kind = _DRIFT
-            elif noise > spike:
-                kind = _NOISE
+        tails = self._tails
+        best = 0.0
+        test = 0
+        alpha = k.excess_alpha
+        step_down = k.step_down
+        for i, x in enumerate(stats):
+            j = 3 * i
+            u = tails[j]
+            mean = tails[j + 1]
+            if x > u:
+                excess = x - u
+                square = tails[j + 2]
+                evidence = _pareto_evidence(excess, mean, square, k.log_q)
+                if evidence > best:
+                    best = evidence
+                    test = i
+                mean += alpha * (excess - mean)
+                tails[j + 1] = mean
+                tails[j + 2] = square + alpha * (excess * excess - square)
+                tails[j] = u + _QUANTILE_STEP * mean
             else:
-                kind = _SPIKE if z > 0 else _DROP
-        if self._holdoff > 0:
-            # One event, one alert: within the hold-off, scores are damped and the
-            # event keeps its type; only a more lasting type (spike -> noise -> drift)
-            # alerts again, at full score. A run of quiet readings ends the event.
-            self._quiet = self._quiet + 1 if score < s.quiet_score else 0
-            self._holdoff = 0 if self._quiet >= s.quiet_readings else self._holdoff - 1
-            if _RANK[kind] <= _RANK[self._held]:
-                score *= s.holdoff_damping
-                kind = self._held if score >= s.event_threshold else _NONE
-        if kind != _NONE:
-            self._holdoff = s.holdoff_readings
-            self._held = kind
-            self._quiet = 0
-        if self._drift_left > 0:
-            self._drift_left -= 1
-        # An event opened below the alert threshold is watched (its hold-off runs), not raised.
-        return score, kind if score >= s.anomaly_threshold else _NONE
-
-    def _warm_up(self, slot: int, value: float) -> None:
-        """Learn one of the first readings: plain running means, no score.
-
-        The surprise histograms start after the warm-up: these readings' surprises
-        tell more about a model still settling than about the sensor.
-        """
-        n = self._n
-        if n == 0:
-            self._level = self._lo = self._hi = value
-            self._profile[slot] = 0.0
-            self._n = 1
-            return
-        s = self._settings
-        seasonal = self._profile[slot]
-        seen = not isnan(seasonal)
-        residual = value - self._level - (seasonal if seen else 0.0)
-        r2 = residual * residual
-        self._var_short += s.noise_short_alpha * (r2 - self._var_short)
-        self._clip_short = self._var_short
-        self._scale += (abs(residual) - self._scale) / n
-        self._var_long += (r2 - self._var_long) / n
-        self._clip_long = self._var_long
-        self._level += s.level_alpha * residual
-        if seen:
-            self._profile[slot] = seasonal + s.season_gamma * residual
-        else:
-            self._profile[slot] = value - self._level
-        self._lo = min(self._lo, value)
-        self._hi = max(self._hi, value)
-        self._n = n + 1
+                tails[j] = u - _QUANTILE_STEP * mean * step_down
+        return best, test
 
     def _breach(
         self, verdict: Verdict, value: float, lo: float | None, hi: float | None
@@ -515,9 +504,7 @@ class SensorDetector:
         return Verdict(score, is_anomaly=True, anomaly_type=kind)
 
     def dumps(self) -> bytes:
-        """The state as bytes: 673 bytes plus 8 a profile slot (1,441 by default)."""
-        ph = self._ph
-        mean = ph._x_mean  # noqa: SLF001 - River has no public accessor for its state
+        """The state as bytes: 96 bytes, 32 a mean test, 24 a test, 8 a profile slot (1,080)."""
         return (
             _HEADER.pack(
                 _VERSION,
@@ -525,15 +512,14 @@ class SensorDetector:
                 self._holdoff,
                 self._held,
                 self._quiet,
-                self._drift_left,
-                ph.drift_detected,
+                self._run,
+                len(self._means),
                 len(self._profile),
+                self._last,
                 *(getattr(self, name) for name in _FLOATS),
-                mean.n,
-                mean._mean,  # noqa: SLF001
-                *(getattr(ph, name) for name in _PH_FLOATS),
             )
-            + self._hist.tobytes()
+            + self._means.tobytes()
+            + self._tails.tobytes()
             + self._profile.tobytes()
         )
 
@@ -542,35 +528,36 @@ class SensorDetector:
         """Restore a detector from :meth:`dumps`; it continues exactly where it stopped.
 
         Raises:
-            ValueError: the bytes are not a state of this version and profile size.
+            ValueError: the bytes are not a state of this version, tests and profile size
+                (a state of an earlier detector version among them: the caller starts
+                that sensor afresh).
         """
         bins = settings.season_bins
-        if len(data) != _HEADER.size + 8 * (2 * _BINS + bins) or data[0] != _VERSION:
+        means = len(settings.mean_alphas)
+        size = _HEADER.size + 8 * (means + 3 * (means + 2) + bins)
+        if len(data) != size or data[0] != _VERSION:
             msg = (
-                f"not a detector state v{_VERSION} with {bins} profile slots"
-                f" ({len(data)} bytes, version byte {data[:1].hex() or 'missing'})"
+                f"not a detector state v{_VERSION} with {means} mean tests and {bins} profile"
+                f" slots ({len(data)} bytes, version byte {data[:1].hex() or 'missing'})"
             )
             raise ValueError(msg)
-        version, n, holdoff, held, quiet, drift_left, detected, slots, *floats = (
-            _HEADER.unpack_from(data)
+        version, n, holdoff, held, quiet, run, tests, slots, last, *floats = _HEADER.unpack_from(
+            data
         )
-        if (version, slots) != (_VERSION, bins):
-            msg = f"detector state v{version} with {slots} slots; expected {bins}"
+        if (version, tests, slots) != (_VERSION, means, bins):
+            msg = (
+                f"detector state v{version} with {tests} mean tests and {slots} slots;"
+                f" expected {means} and {bins}"
+            )
             raise ValueError(msg)
         det = cls(settings)
-        det._n, det._holdoff, det._held, det._drift_left = n, holdoff, held, drift_left
-        det._quiet = quiet
-        for name, number in zip(_FLOATS, floats, strict=False):
+        det._n, det._holdoff, det._held, det._quiet, det._last = n, holdoff, held, quiet, last
+        det._run = run
+        for name, number in zip(_FLOATS, floats, strict=True):
             setattr(det, name, number)
-        profile = _HEADER.size + 16 * _BINS
-        det._hist = array("d", data[_HEADER.size : profile])
-        det._profile = array("d", data[profile:])
-        ph = det._ph
-        rest = floats[len(_FLOATS) :]
-        mean = stats.Mean()
-        mean.n, mean._mean = rest[:2]  # noqa: SLF001
-        ph._x_mean = mean  # noqa: SLF001
-        for name, number in zip(_PH_FLOATS, rest[2:], strict=True):
-            setattr(ph, name, number)
-        ph._drift_detected = bool(detected)  # noqa: SLF001
+        at = _HEADER.size
+        det._means = array("d", data[at : at + 8 * means])
+        at += 8 * means
+        det._tails = array("d", data[at : at + 24 * (means + 2)])
+        det._profile = array("d", data[at + 24 * (means + 2) :])
         return det

@@ -38,6 +38,11 @@ class StreamMetrics:
             "Detector states saved",
             registry=registry,
         )
+        self.states_refused = Counter(
+            "tmiot_stream_states_refused_total",
+            "Checkpointed detector states refused (another version): the sensor starts afresh",
+            registry=registry,
+        )
         self.batch_readings = Histogram(
             "tmiot_stream_record_readings",
             "Readings per raw record",

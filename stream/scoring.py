@@ -110,17 +110,24 @@ class Scorer:
 
     # --- state -------------------------------------------------------------------------
 
-    def load(self, partition: int, states: Mapping[str, bytes]) -> None:
-        """Install checkpointed detector states of a partition's sensors."""
+    def load(self, partition: int, states: Mapping[str, bytes]) -> dict[str, str]:
+        """Install checkpointed detector states of a partition's sensors.
+
+        Returns:
+            The sensors whose state was refused, each with the reason (a state of an
+            earlier detector version or another configuration): they start afresh, and
+            the caller logs and counts them.
+        """
+        refused: dict[str, str] = {}
         for sensor_id, data in states.items():
             try:
                 detector = SensorDetector.loads(self._settings, data)
-            except ValueError:
-                # A state from another detector version or configuration: this
-                # sensor starts fresh rather than the worker stopping.
+            except ValueError as exc:
+                refused[sensor_id] = str(exc)
                 detector = SensorDetector(self._settings)
             self._tracks[sensor_id] = _Track(detector, partition)
         self._due.pop(partition, None)
+        return refused
 
     def drop(self, partition: int) -> int:
         """Forget a partition's sensors (it moved to another worker); how many."""

@@ -379,7 +379,16 @@ class StreamWorker:
             saved, states = await self.sink.load_checkpoint(
                 self._group, self._topics.readings_raw, partition
             )
-            self.scorer.load(partition, states)
+            refused = self.scorer.load(partition, states)
+            if refused:
+                # A detector version bump: those sensors learn again from a cold start.
+                self.metrics.states_refused.inc(len(refused))
+                log.warning(
+                    "detector states refused, cold start",
+                    partition=partition,
+                    sensors=len(refused),
+                    reason=next(iter(refused.values())),
+                )
             replayed = 0
             if saved is not None and saved < offset:
                 replayed = await self._replay(partition, saved, offset)

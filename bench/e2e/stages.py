@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 import uuid
 from typing import Any, NamedTuple
@@ -194,13 +195,14 @@ async def db(rig: Rig, readings: int) -> Limit:
 def scoring(sensors: int = 10_000, each: int = 30) -> Limit:
     """The stream's scorer (decode excluded), `sensors` sensors past their warm-up.
 
-    Each sensor first learns ``2 * warmup_readings`` readings untimed: a warm-up
-    reading is only a running mean, several times cheaper than a scored one, and
-    the pipeline's sensors spend nearly all their readings past it.
+    Each sensor first learns its warm-up and the readings that locate its tails
+    untimed, and a few more: a warm-up reading is only a running mean, cheaper than a
+    scored one, and the pipeline's sensors spend nearly all their readings past it.
     """
-    scorer = Scorer(DetectorSettings())
+    settings = DetectorSettings()
+    scorer = Scorer(settings)
     meta = _meta(sensors)
-    warm = 2 * DetectorSettings().warmup_readings
+    warm = settings.warmup_readings + math.ceil(1 / settings.tail_quantile) + 30
     _feed(scorer, meta, warm)
     charge = _Charge()
     seconds = _feed(scorer, meta, each, first=warm)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from stream.scoring import Scorer, SensorMeta
 from tmiot.config import DetectorSettings
 from tmiot.events import ReadingBatch
@@ -26,10 +28,28 @@ def test_a_state_that_does_not_load_starts_that_sensor_fresh() -> None:
     meta = {"s": SensorMeta(None, None, 60)}
     fresh = Scorer(DetectorSettings()).score(0, _batch("s", [1.0, 2.0, 3.0]), meta)
     scorer = Scorer(DetectorSettings())
-    scorer.load(0, {"s": b"not a state"})
+    refused = scorer.load(0, {"s": b"not a state"})
+    assert list(refused) == ["s"]
+    assert "not a detector state v4" in refused["s"]
     assert len(scorer) == 1
     again = scorer.score(0, _batch("s", [1.0, 2.0, 3.0]), meta)
     assert again.batch["anomaly_score"] == fresh.batch["anomaly_score"]
+
+
+def test_a_checkpoint_of_the_previous_detector_version_is_refused_by_name() -> None:
+    # The bytes a v3 detector (before #20) checkpointed after 500 readings.
+    v3 = (Path(__file__).parent / "detector_state_v3.bin").read_bytes()
+    assert v3[0] == 3
+    scorer = Scorer(DetectorSettings())
+    refused = scorer.load(0, {"s": v3, "t": v3})
+    assert sorted(refused) == ["s", "t"]
+    assert "version byte 03" in refused["s"]
+    meta = {"s": SensorMeta(None, None, 60)}
+    fresh = Scorer(DetectorSettings()).score(0, _batch("s", [1.0, 2.0, 3.0]), meta)
+    assert (
+        scorer.score(0, _batch("s", [1.0, 2.0, 3.0]), meta).batch["anomaly_score"]
+        == (fresh.batch["anomaly_score"])
+    )
 
 
 def test_restored_state_continues_where_it_left_off() -> None:
