@@ -11,6 +11,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -231,6 +232,49 @@ async def test_killed_worker_resumes_the_same_model_state(stream_rig: StreamRig)
     assert [got[k] for k in after] == [expected[k] for k in after]
     assert [got[k] for k in after] != [cold_scores[k] for k in after], "test cannot tell cold"
     assert {partition_for(s, PARTITIONS) for s in sensors}  # sensors spread over partitions
+
+
+async def test_a_checkpoint_of_the_previous_detector_version_is_refused_not_fatal(
+    stream_rig: StreamRig,
+) -> None:
+    # A v3 state (what the stream checkpointed before issue #20) in place of every state
+    # the worker saved: the next worker logs the refusal with its reason, starts those
+    # sensors afresh and stores every reading.
+    tenant = register_tenant(stream_rig.db, "V", [f"v{i}" for i in range(3)])
+    sensors = list(tenant.sensors.values())
+    start = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).timestamp()) * 1_000_000
+    rows = _series(sensors, start, 400)
+    first, second = rows[:600], rows[600:]
+    await produce_raw(stream_rig.bootstrap, stream_rig.raw, tenant.company_id, first, 40)
+    worker = stream_rig.start()
+    stream_rig.wait_rows(len(first))
+    with psycopg.connect(conninfo(stream_rig.db)) as conn:
+        saved = "SELECT count(*) FROM stream_model_states WHERE consumer_group = %s"
+        await _wait(
+            "the states' checkpoint",
+            stream_rig,
+            lambda: conn.execute(saved, (stream_rig.group,)).fetchone() == (len(sensors),),
+            30,
+        )
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        v3 = (Path(__file__).parents[1] / "unit" / "detector_state_v3.bin").read_bytes()
+        conn.execute(
+            "UPDATE stream_model_states SET state = %s WHERE consumer_group = %s",
+            (v3, stream_rig.group),
+        )
+        conn.commit()
+    await produce_raw(stream_rig.bootstrap, stream_rig.raw, tenant.company_id, second, 40)
+    second_worker = stream_rig.start()
+    stream_rig.wait_rows(len(rows), deadline_s=120)
+    assert stream_rig.rows() == len(rows)
+    refused = [
+        e for e in stream_rig.events(1) if e.get("event") == "detector states refused, cold start"
+    ]
+    assert refused, stream_rig.log_tail()
+    assert sum(int(str(e["sensors"])) for e in refused) == len(sensors)
+    assert all("version byte 03" in str(e["reason"]) for e in refused)
+    assert second_worker.poll() is None  # still running: never a crash
 
 
 async def test_silent_sensor_goes_offline_and_back(stream_rig: StreamRig) -> None:
