@@ -3,31 +3,32 @@
 Each reading is scored against what the sensor has shown so far, then learned
 (River's ``score_one`` then ``learn_one``, in one call). The model is a level
 plus a daily profile: ``value = level + profile[time of day] + residual``, the
-residual measured in its running mean absolute value (``z``). Several tests read
-it, each a statistic that is large when something changed:
+residual measured in its running mean absolute value (``z``). Tests read it, each
+a statistic that is large when something changed:
 
-* the residual's EWMA means at a few speeds (``mean_alphas``): the reading alone
-  (a spike or a drop), and deviations that last a few to tens of readings;
+* the residual's EWMA means (``mean_alphas``): a spike, a drop, a step, and
+  deviations that last tens of readings;
 * ``drift``: the level against a slow anchor of itself (a ramp the level follows);
 * ``noise``: the likelihood-ratio statistic of the short-term against the long-term
-  residual variance, both ways (a noisier sensor, or a quieter, stuck one).
+  residual variance, both ways (a noisier sensor, or a quieter one);
+* ``stuck``: the same value again, for a sensor that rarely repeats.
 
 No statistic is read against a fixed scale. Each is calibrated against the
-sensor's own past, peaks over threshold: its running ``1 - tail_quantile``
-quantile, and a generalised Pareto tail fitted (method of moments) to the
-excesses above it. A reading's evidence is ``-log`` of the smallest tail
-probability among the tests, and its score ``e / (e + evidence_half)``. So a
-sensor whose readings are often spiky learns a heavy tail and alerts only on
-what is rare for it, and the scores of different sensors are comparable:
-score 0.48 is a tail probability of about 1 in 1,600 for every sensor.
+sensor's own past, peaks over threshold: a running threshold near its
+``1 - tail_quantile`` quantile and a generalised Pareto tail fitted (method of
+moments) to the excesses above it. A reading's evidence is ``-log`` of the
+smallest tail probability among the tests, less half a nat per e-fold of the
+sensor's history; its score is ``e / (e + evidence_half)``. So a sensor whose
+readings are often spiky learns a heavy tail and alerts only on what is rare for
+it, and the scores of different sensors are comparable.
 
 An anomaly opens an event: one event, one alert. The following scores read 0
-until the event is over (``quiet_readings`` readings in a row in which no test
-is above its tail's threshold) or ``holdoff_readings`` have passed. The event's type is that of the
-test that fired: ``spike`` / ``drop`` (the reading alone), ``drift`` (a
-deviation that built up: a slower mean or the anchor test), ``noise``. A reading
-outside the sensor's alert thresholds is always an anomaly; a low ``quality``
-scales the evidence down.
+until the event is over (``quiet_readings`` readings in a row in which no test is
+above its tail's threshold) or ``holdoff_readings`` have passed, unless the event
+grows far rarer (it alerts again) or turns out to be noise (re-typed once). Types:
+``spike`` / ``drop`` (sudden), ``drift`` (built up), ``noise`` (variance, stuck).
+A reading outside the sensor's alert thresholds is always an anomaly; a low
+``quality`` scales the evidence down. docs/detector.md has the why and the figures.
 
 Example:
     >>> from tmiot.config import DetectorSettings
@@ -59,7 +60,7 @@ _ESCALATE: Final = 2.0  # within an event, evidence this many times its alert's 
 _SUDDEN: Final = 2.0  # a reading this many times its recent mean residual is sudden
 _NOISE_CLIP: Final = 4.0  # largest residual the variance test sees, in scales
 _TINY: Final = 1e-9
-_REPEAT_RATE: Final = 0.01
+_REPEAT_RATE: Final = 0.01  # the stuck test judges sensors repeating less often than this
 # Evidence is reduced by this many nats per e-fold of the sensor's history since its
 # warm-up: the rarest reading of a long history is less surprising than that of a short
 # one, so a sensor's false-alarm rate falls as it ages (as n ** -0.5) instead of staying
@@ -84,9 +85,9 @@ _FLOATS: Final = (
     "_readings",
 )
 # version, readings, hold-off left and its type, quiet readings in it, repeats in a row,
-# mean tests, profile slots,
-# the previous reading's time, our floats; then per test (mean tests first) its mean, then
-# per test the tail's threshold, mean excess and mean squared excess; then the profile.
+# mean tests, profile slots, the previous reading's time, our floats; then each mean
+# test's mean; then per test (the means, drift, noise) the tail's threshold, mean excess
+# and mean squared excess; then the profile.
 _HEADER: Final = struct.Struct(f"<BQIBIIBHq{len(_FLOATS)}d")
 
 
@@ -103,21 +104,6 @@ _NONE, _SPIKE, _DROP, _DRIFT, _NOISE = range(5)
 _TYPES: Final = (None, "spike", "drop", "drift", "noise")
 _SUDDEN_TYPES: Final = (_SPIKE, _DROP)
 _QUIET: Final = Verdict(0.0, is_anomaly=False, anomaly_type=None)
-
-
-def _variance_lr(short: float, long: float, f2: float, half_df: float) -> float:
-    """Log-likelihood ratio, in nats, of a short window's variance against the long-run one.
-
-    ``half_df`` is half the short window's effective size; ``f2`` a floor added
-    to both variances, so that a quiet series does not divide by zero.
-
-    >>> _variance_lr(1.0, 1.0, 0.0, 10.0)
-    0.0
-    >>> round(_variance_lr(4.0, 1.0, 0.0, 10.0), 2)  # twice the standard deviation
-    16.14
-    """
-    rho = (short + f2) / (long + f2)
-    return half_df * (rho - 1.0 - log(rho))
 
 
 def _pareto_evidence(excess: float, mean: float, square: float, log_q: float) -> float:
@@ -504,7 +490,7 @@ class SensorDetector:
         return Verdict(score, is_anomaly=True, anomaly_type=kind)
 
     def dumps(self) -> bytes:
-        """The state as bytes: 96 bytes, 32 a mean test, 24 a test, 8 a profile slot (1,080)."""
+        """The state as bytes: 129, 8 a mean test, 24 a tail, 8 a profile slot (1,009 default)."""
         return (
             _HEADER.pack(
                 _VERSION,
