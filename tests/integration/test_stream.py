@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import math
 import signal
+import subprocess
 import time
 import uuid
 from collections import defaultdict
@@ -19,7 +20,7 @@ from pydantic_core import to_json
 
 from ingest.sensors import partition_for
 from stream.detectors import SensorDetector
-from tests.fix_ingest import Record, consume_until, register_tenant
+from tests.fix_ingest import Record, Tenant, consume_until, register_tenant
 from tests.fix_stream import (
     PARTITIONS,
     StreamRig,
@@ -198,15 +199,28 @@ async def test_readings_of_a_deleted_sensor_are_dead_lettered_not_stored(
     assert orphans == (0,)
 
 
-async def test_killed_worker_resumes_the_same_model_state(stream_rig: StreamRig) -> None:
-    tenant = register_tenant(stream_rig.db, "K", [f"k{i}" for i in range(4)])
+async def _first_readings_stored(
+    rig: StreamRig, name: str, count: int, minutes: int, stored: int
+) -> tuple[Tenant, list[str], list[tuple[str, int, float]], subprocess.Popen[bytes]]:
+    """A tenant of `count` sensors with `minutes` readings each, from three days ago.
+
+    Its first `stored` minutes are produced and stored by a worker, which is returned
+    running; the rows (sensor, ts_us, value) are in time order, all sensors a minute.
+    """
+    tenant = register_tenant(rig.db, name, [f"{name.lower()}{i}" for i in range(count)])
     sensors = list(tenant.sensors.values())
     start = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).timestamp()) * 1_000_000
-    rows = _series(sensors, start, 1000)
-    first, second = rows[:2400], rows[2400:]
-    await produce_raw(stream_rig.bootstrap, stream_rig.raw, tenant.company_id, first, 40)
-    worker = stream_rig.start()
-    stream_rig.wait_rows(len(first))
+    rows = _series(sensors, start, minutes)
+    first = rows[: stored * count]
+    await produce_raw(rig.bootstrap, rig.raw, tenant.company_id, first, 40)
+    worker = rig.start()
+    rig.wait_rows(len(first))
+    return tenant, sensors, rows, worker
+
+
+async def test_killed_worker_resumes_the_same_model_state(stream_rig: StreamRig) -> None:
+    tenant, sensors, rows, worker = await _first_readings_stored(stream_rig, "K", 4, 1000, 600)
+    second = rows[2400:]
     await asyncio.sleep(1.5)  # let a checkpoint land, then die mid-stream
     await produce_raw(stream_rig.bootstrap, stream_rig.raw, tenant.company_id, second[:800], 40)
     await asyncio.sleep(0.3)
@@ -240,14 +254,8 @@ async def test_a_checkpoint_of_the_previous_detector_version_is_refused_not_fata
     # A v3 state (what the stream checkpointed before issue #20) in place of every state
     # the worker saved: the next worker logs the refusal with its reason, starts those
     # sensors afresh and stores every reading.
-    tenant = register_tenant(stream_rig.db, "V", [f"v{i}" for i in range(3)])
-    sensors = list(tenant.sensors.values())
-    start = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).timestamp()) * 1_000_000
-    rows = _series(sensors, start, 400)
-    first, second = rows[:600], rows[600:]
-    await produce_raw(stream_rig.bootstrap, stream_rig.raw, tenant.company_id, first, 40)
-    worker = stream_rig.start()
-    stream_rig.wait_rows(len(first))
+    tenant, sensors, rows, worker = await _first_readings_stored(stream_rig, "V", 3, 400, 200)
+    second = rows[600:]
     with psycopg.connect(conninfo(stream_rig.db)) as conn:
         saved = "SELECT count(*) FROM stream_model_states WHERE consumer_group = %s"
         await _wait(
