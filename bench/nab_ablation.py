@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         folders = nab.run_grid(
             data, names, args.work, GRID, overrides=overrides, constants=constants
         )
-        runs = {t: ns.load_corpus(data, labels, f, None) for t, f in folders.items()}
+        quiet = overrides.get("quiet_readings", DetectorSettings().quiet_readings)
+        runs = {(quiet, t): ns.load_corpus(data, labels, f, None) for t, f in folders.items()}
         held = {p: nab.held_out_grid(ns, runs, weights[p]) for p in nab.PROFILES[:2]}
         row = {
             "change": label,

@@ -233,7 +233,7 @@ class DetectorSettings(_Group):
     # One event, one alert: after an anomaly, scores read 0 for up to this many readings ...
     holdoff_readings: Annotated[int, Field(ge=0, le=100_000)] = 200
     # ... or until quiet_readings readings in a row have no test above its tail's threshold.
-    quiet_readings: Annotated[int, Field(ge=1, le=100_000)] = 10
+    quiet_readings: Annotated[int, Field(ge=1, le=100_000)] = 20
 
 
 class StreamSettings(_Group):
