@@ -191,8 +191,8 @@ class IngestSettings(_Group):
 class DetectorSettings(_Group):
     """Online anomaly detection per sensor (stream): one configuration for every series.
 
-    Each constant here was kept because the leave-one-category-out NAB evaluation
-    (`make nab`) scored lower without it; docs/detector.md gives the figures.
+    Each constant was checked by moving it alone in the leave-one-category-out NAB
+    evaluation (`make nab-ablation`, bench/results/nab_ablation.md); docs/detector.md.
     """
 
     # Time-of-day slots of the learned daily profile (96: one per 15 minutes).
