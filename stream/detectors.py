@@ -51,7 +51,7 @@ from typing import Final, NamedTuple
 
 from tmiot.config import DetectorSettings
 
-__all__ = ["SensorDetector", "Verdict"]
+__all__ = ["SensorDetector", "Verdict", "first_scored"]
 
 _DAY_MS: Final = 86_400_000
 _CLIP: Final = 3.0  # residuals learned at most this many scales away (robust updates)
@@ -193,13 +193,23 @@ class _Tuning:
         self.step_down = s.tail_quantile / (1.0 - s.tail_quantile)
         self.evidence_half = s.evidence_half
         self.warmup_readings = s.warmup_readings
-        # A 1-in-1/q threshold is located after about 1/q readings: scores start then.
-        self.score_from = s.warmup_readings + math.ceil(1.0 / s.tail_quantile)
+        self.score_from = first_scored(s)
         self.history = _HISTORY
         self.warmup_log = log(s.warmup_readings)
         self.anomaly_threshold = s.anomaly_threshold
         self.holdoff_readings = s.holdoff_readings
         self.quiet_readings = s.quiet_readings
+
+
+def first_scored(settings: DetectorSettings) -> int:
+    """The reading from which a sensor is scored: its warm-up, then its tails located.
+
+    A 1-in-1/q threshold is located after about 1/q readings.
+
+    >>> first_scored(DetectorSettings())
+    130
+    """
+    return settings.warmup_readings + math.ceil(1.0 / settings.tail_quantile)
 
 
 _TUNINGS: dict[int, tuple[DetectorSettings, _Tuning]] = {}
@@ -237,7 +247,6 @@ class SensorDetector:
         "_repeats",
         "_run",
         "_scale",
-        "_settings",
         "_tails",
         "_var_long",
         "_var_short",
@@ -245,7 +254,6 @@ class SensorDetector:
 
     def __init__(self, settings: DetectorSettings) -> None:
         """Start with no history: the first ``warmup_readings`` score 0."""
-        self._settings = settings
         k = self._k = _tuning(settings)
         self._n = 0
         self._last = 0  # the previous reading's time, ms
@@ -486,7 +494,7 @@ class SensorDetector:
         # Inside an ongoing event (a drift crossing the limit), the event names it.
         held = _TYPES[self._held] if self._holdoff > 0 else None
         kind = verdict.anomaly_type or held or ("spike" if above else "drop")
-        score = max(verdict.score, round(self._settings.anomaly_threshold, 4))
+        score = max(verdict.score, round(self._k.anomaly_threshold, 4))
         return Verdict(score, is_anomaly=True, anomaly_type=kind)
 
     def dumps(self) -> bytes:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 import time
 import uuid
 from typing import Any, NamedTuple
@@ -42,6 +41,7 @@ from bench.e2e.watch import machine_busy_seconds
 from ingest.sensors import SensorDirectory
 from ingest.sensors import SensorInfo as IngestSensor
 from ingest.validation import Validator
+from stream.detectors import first_scored
 from stream.scoring import Scorer
 from stream.sink import ReadingsSink
 from tmiot.config import DetectorSettings, IngestSettings, MqttSettings, Settings, StreamSettings
@@ -202,7 +202,7 @@ def scoring(sensors: int = 10_000, each: int = 30) -> Limit:
     settings = DetectorSettings()
     scorer = Scorer(settings)
     meta = _meta(sensors)
-    warm = settings.warmup_readings + math.ceil(1 / settings.tail_quantile) + 30
+    warm = first_scored(settings) + 30
     _feed(scorer, meta, warm)
     charge = _Charge()
     seconds = _feed(scorer, meta, each, first=warm)
