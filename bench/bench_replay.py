@@ -28,10 +28,9 @@ from pathlib import Path
 
 from pydantic_core import to_json
 
-from ingest.sensors import partition_for
 from tmiot.config import KafkaSettings, LogSettings, RuntimeSettings
 from tmiot.events import RAW_SCHEMA, SCHEMA_HEADER
-from tmiot.kafka import ensure_topics, producer
+from tmiot.kafka import ensure_topics, partition_for, producer
 from tmiot.logs import configure_logging
 from tmiot.recording import Recorded, RecordingWriter, read_recording
 from tmiot.replay import replay

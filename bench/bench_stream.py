@@ -52,7 +52,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic_core import to_json
 
 from bench.fleet import add_sensors, new_equipment
-from ingest.sensors import partition_for
 from stream.scoring import Scorer, SensorMeta
 from stream.sink import ReadingsSink
 from tmiot.config import (
@@ -64,7 +63,7 @@ from tmiot.config import (
 )
 from tmiot.db import apply_schema, conninfo, create_database_if_missing
 from tmiot.events import RAW_SCHEMA, SCHEMA_HEADER, decode_reading_batch
-from tmiot.kafka import ensure_topics
+from tmiot.kafka import ensure_topics, partition_for
 from tmiot.logs import configure_logging
 from tmiot.runtime import tune_process
 from tmiot.services import free_port, kafka_problem, start_tansu, stop_pid

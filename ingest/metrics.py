@@ -58,6 +58,11 @@ class IngestMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        self.heartbeats = Counter(
+            "tmiot_ingest_heartbeats_total",
+            "Heartbeat rounds delivered to every raw partition (the stream's outage signal)",
+            registry=registry,
+        )
         self.kafka_failures = Counter(
             "tmiot_ingest_kafka_failures_total",
             "Kafka deliveries that failed after the client's retries",

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from pydantic_core import to_json
 
-from ingest.sensors import partition_for
 from ingest.validation import ReadingRow
 from tmiot.events import BATCH_COLUMNS
+from tmiot.kafka import partition_for
 
 __all__ = ["PackedRecord", "Packer"]
 
@@ -39,6 +39,7 @@ class Packer:
         self._partitions = partitions
         self._max = max_readings
         self._pending: dict[int, list[ReadingRow]] = {}
+        self._gateways: dict[int, dict[str, str]] = {}  # partition -> sensor -> gateway
         self._count = 0
         # murmur2 is pure Python in aiokafka: compute it once per sensor.
         self._partition_of: dict[str, int] = {}
@@ -54,8 +55,11 @@ class Packer:
             p = self._partition_of[sensor_id] = partition_for(sensor_id, self._partitions)
         return p
 
-    def add(self, rows: list[ReadingRow]) -> None:
-        """Queue rows (in order) behind the earlier ones of their partitions."""
+    def add(self, rows: list[ReadingRow], gateway: str | None = None) -> None:
+        """Queue rows (in order) behind the earlier ones of their partitions.
+
+        `gateway`: the gateway they came through, if any (the record's ``gateways``).
+        """
         pending, partition_of = self._pending, self._partition_of
         for row in rows:
             p = partition_of.get(row[0])
@@ -65,17 +69,26 @@ class Packer:
             if queue is None:
                 queue = pending[p] = []
             queue.append(row)
+            if gateway is not None:
+                self._gateways.setdefault(p, {})[row[0]] = gateway
         self._count += len(rows)
 
     def drain(self) -> list[PackedRecord]:
         """All queued readings as records (split at `max_readings`), emptying the packer."""
         records = []
         for partition, rows in self._pending.items():
+            gateways = self._gateways.get(partition)
             for start in range(0, len(rows), self._max):
                 chunk = rows[start : start + self._max]
-                columns = dict(zip(BATCH_COLUMNS, zip(*chunk, strict=True), strict=True))
-                sensors = columns["sensor_id"]
+                columns: dict[str, object] = dict(
+                    zip(BATCH_COLUMNS, zip(*chunk, strict=True), strict=True)
+                )
+                sensors: tuple[str, ...] = columns["sensor_id"]  # type: ignore[assignment]
                 single = sensors.count(sensors[0]) == len(sensors)
+                if gateways:
+                    mine = {s: gateways[s] for s in set(sensors) if s in gateways}
+                    if mine:
+                        columns["gateways"] = mine
                 records.append(
                     PackedRecord(
                         partition=partition,
@@ -85,5 +98,6 @@ class Packer:
                     )
                 )
         self._pending = {}
+        self._gateways = {}
         self._count = 0
         return records

@@ -17,12 +17,11 @@ from uuid import UUID
 
 import psycopg
 import structlog
-from aiokafka.partitioner import murmur2
 
 from tmiot.config import DatabaseSettings
 from tmiot.db import conninfo
 
-__all__ = ["Lookup", "SensorDirectory", "SensorInfo", "partition_for", "watch_sensors"]
+__all__ = ["Lookup", "SensorDirectory", "SensorInfo", "watch_sensors"]
 
 log = structlog.get_logger(__name__)
 
@@ -34,11 +33,6 @@ SELECT s.id::text, s.device_id, s.sensor_number, ce.company_id::text
 FROM equipment_sensors AS s
 JOIN customer_equipment AS ce ON ce.id = s.customer_equipment_id
 """
-
-
-def partition_for(sensor_id: str, partitions: int) -> int:
-    """Kafka's default partition for the key ``sensor_id`` (murmur2, as the Java client)."""
-    return int(murmur2(sensor_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)

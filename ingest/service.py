@@ -31,6 +31,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
+from pydantic_core import to_json
 
 from ingest.audit import ViolationAuditor
 from ingest.metrics import IngestMetrics
@@ -42,6 +43,7 @@ from ingest.validation import Outcome, Validator
 from tmiot.config import Settings
 from tmiot.errors import leaves
 from tmiot.events import (
+    BATCH_COLUMNS,
     DEADLETTER_SCHEMA,
     RAW_SCHEMA,
     SCHEMA_HEADER,
@@ -138,6 +140,7 @@ class IngestService:
                 )
                 tg.create_task(self._audit_loop(), name="audit")
                 tg.create_task(self._progress_loop(), name="progress")
+                tg.create_task(self._beat_loop(kafka, partitions), name="heartbeat")
                 await self.directory_loaded.wait()
                 tg.create_task(self._mqtt_loop(kafka, partitions), name="mqtt")
         finally:
@@ -342,6 +345,41 @@ class IngestService:
 
     # --- side loops ----------------------------------------------------------------
 
+    async def _beat_loop(self, kafka: AIOKafkaProducer, partitions: int) -> None:
+        """A heartbeat on every raw partition each ``heartbeat_seconds`` (see tmiot.events).
+
+        ``mqtt`` says whether readings can flow (subscribed); the stream judges no
+        sensor silent on a partition whose heartbeats stopped or say False.
+        """
+        source = self._s.mqtt.client_id
+        while True:
+            beat = to_json(
+                {
+                    "v": 1,
+                    **{column: [] for column in BATCH_COLUMNS},
+                    "beat": {
+                        "source": source,
+                        "at_us": time.time_ns() // 1000,
+                        "mqtt": self.subscribed.is_set(),
+                    },
+                }
+            )
+            try:
+                sent = [
+                    await kafka.send(
+                        self._topics.readings_raw,
+                        beat,
+                        partition=p,
+                        headers=[(SCHEMA_HEADER, RAW_SCHEMA)],
+                    )
+                    for p in range(partitions)
+                ]
+                await asyncio.gather(*sent)
+                self.metrics.heartbeats.inc()
+            except KafkaError as exc:
+                log.warning("heartbeat not delivered", error=str(exc))
+            await asyncio.sleep(self._limits.heartbeat_seconds)
+
     async def _audit_loop(self) -> None:
         while True:
             await asyncio.sleep(self._limits.audit_flush_seconds)
@@ -399,7 +437,7 @@ class _Batch:
         if not self._messages:
             self._opened = received
         self._messages.append(message)
-        self.packer.add(outcome.readings)
+        self.packer.add(outcome.readings, outcome.gateway)
         self._deadletters.extend(outcome.rejections)
         self._statuses.extend(outcome.statuses)
 

@@ -64,6 +64,7 @@ class Outcome:
 
     kind: TopicKind | None = None  # None: not a contract topic
     readings: list[ReadingRow] = field(default_factory=list)
+    gateway: str | None = None  # the gateway of a batch topic (carried on the raw record)
     statuses: list[SensorStatusEvent] = field(default_factory=list)
     rejections: list[DeadLetter] = field(default_factory=list)
     # Rejections past the source's dead-letter limit: counted, never dead-lettered.
@@ -163,6 +164,7 @@ class Validator:
         elif ref.kind is TopicKind.READING:
             self._single(msg, ref.source_id)
         elif ref.kind is TopicKind.BATCH:
+            msg.out.gateway = ref.source_id
             self._batch(msg)
         else:
             self._status(msg, ref.source_id)

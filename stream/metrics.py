@@ -57,3 +57,14 @@ class StreamMetrics:
         self.sensors = Gauge(
             "tmiot_stream_sensors", "Sensors with a model in this worker", registry=registry
         )
+        self.outages = Counter(
+            "tmiot_stream_pipeline_outages_total",
+            "Pipeline outages seen (no ingest heartbeat): no sensor was judged missing meanwhile",
+            ["cause"],
+            registry=registry,
+        )
+        self.pipeline_down = Gauge(
+            "tmiot_stream_pipeline_down",
+            "1 while an outage of the pipeline lasts (no ingest heartbeat on held partitions)",
+            registry=registry,
+        )

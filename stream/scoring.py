@@ -3,11 +3,8 @@
 The :class:`Scorer` owns one :class:`~stream.detectors.SensorDetector` per sensor
 of the partitions this worker holds. It scores a decoded ``sensor.readings.raw``
 record in order, remembers which sensors changed since the last checkpoint, and
-keeps each partition's event-time clock for the silence (``missing``) check.
-
-Silence is judged in event time, so that a backfill does not declare every
-sensor missing: a partition's clock is the newest reading timestamp it has seen,
-advanced by the wall time elapsed since then (an idle partition still ages).
+feeds each delivery and ingest heartbeat to its :class:`~stream.silence.SilenceWatch`,
+which judges silence (``missing``) on each sensor's own delivery pattern.
 """
 
 from __future__ import annotations
@@ -15,16 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
 
 from stream.detectors import SensorDetector
-from tmiot.config import DetectorSettings
+from stream.silence import Outage, Silence, SilenceWatch
+from tmiot.config import DetectorSettings, SilenceSettings
 from tmiot.events import ReadingBatch, ScoredBatch
 
-__all__ = ["Scorer", "SensorMeta", "Silence", "Snapshot"]
-
-MISSING_FACTOR: Final = 3  # silent for more than this many sampling intervals: missing
-_NEVER: Final = 2**63
+__all__ = ["Outage", "Scorer", "SensorMeta", "Silence", "Snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +29,7 @@ class SensorMeta:
     alert_max: float | None
     sampling_interval_seconds: int
     maintenance: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Silence:
-    """A sensor found silent: its last reading and when the silence was established."""
-
-    sensor_id: str
-    company_id: str
-    partition: int
-    last_ts_us: int
-    at_us: int
+    active: bool = True  # status active, offline or maintenance (judged for silence)
 
 
 @dataclass(slots=True)
@@ -66,18 +50,6 @@ class Snapshot:
 class _Track:
     detector: SensorDetector
     partition: int
-    company_id: str = ""
-    last_ts_us: int = 0
-    missing: bool = False
-
-
-@dataclass(slots=True)
-class _Clock:
-    newest_us: int = 0
-    wall_at: float = 0.0
-
-    def now_us(self, wall: float) -> int:
-        return self.newest_us + round((wall - self.wall_at) * 1_000_000)
 
 
 @dataclass(slots=True)
@@ -92,16 +64,12 @@ class Scored:
 class Scorer:
     """Per-sensor detectors for the partitions this worker holds."""
 
-    def __init__(self, settings: DetectorSettings) -> None:
-        """Detect with `settings` (one configuration for every sensor)."""
+    def __init__(self, settings: DetectorSettings, silence: SilenceSettings | None = None) -> None:
+        """Detect with `settings` (the same for every sensor); judge silence by `silence`."""
         self._settings = settings
         self._tracks: dict[str, _Track] = {}
         self._dirty: dict[int, set[str]] = {}
-        self._clocks: dict[int, _Clock] = {}
-        # Per partition, a lower bound of the event time at which one of its sensors
-        # may become silent: find_silent skips the partition's sensors until then.
-        # Readings only move deadlines later; a new or returning sensor drops the bound.
-        self._due: dict[int, int] = {}
+        self.silence = SilenceWatch(silence or SilenceSettings())
         self._snapshots: dict[int, Snapshot] = {}  # open ones, by partition
 
     def __len__(self) -> int:
@@ -126,7 +94,6 @@ class Scorer:
                 refused[sensor_id] = str(exc)
                 detector = SensorDetector(self._settings)
             self._tracks[sensor_id] = _Track(detector, partition)
-        self._due.pop(partition, None)
         return refused
 
     def drop(self, partition: int) -> int:
@@ -135,8 +102,7 @@ class Scorer:
         for sensor_id in gone:
             del self._tracks[sensor_id]
         self._dirty.pop(partition, None)
-        self._clocks.pop(partition, None)
-        self._due.pop(partition, None)
+        self.silence.drop(partition)
         self._snapshots.pop(partition, None)
         return len(gone)
 
@@ -180,10 +146,19 @@ class Scorer:
 
     def learn(self, partition: int, batch: ReadingBatch, meta: Mapping[str, SensorMeta]) -> None:
         """Replay: update the models with a batch already scored and written earlier."""
-        self._run(partition, batch, meta, None)
+        self._run(partition, batch, meta, None, time.monotonic())
 
-    def score(self, partition: int, batch: ReadingBatch, meta: Mapping[str, SensorMeta]) -> Scored:
-        """Score a batch in order (then learn it); every reading gets a verdict."""
+    def score(
+        self,
+        partition: int,
+        batch: ReadingBatch,
+        meta: Mapping[str, SensorMeta],
+        wall: float | None = None,
+    ) -> Scored:
+        """Score a batch in order (then learn it); every reading gets a verdict.
+
+        `wall` is the monotonic time of its arrival (simulations pass their own).
+        """
         n = len(batch["sensor_id"])
         out: ScoredBatch = {
             **batch,  # type: ignore[typeddict-item]
@@ -192,38 +167,43 @@ class Scorer:
             "anomaly_type": [None] * n,
         }
         scored = Scored(out, 0)
-        self._run(partition, batch, meta, scored)
+        self._run(partition, batch, meta, scored, time.monotonic() if wall is None else wall)
         return scored
 
-    def _run(  # noqa: C901 - one loop over the batch, read top to bottom
+    def _run(
         self,
         partition: int,
         batch: ReadingBatch,
         meta: Mapping[str, SensorMeta],
         scored: Scored | None,
+        wall: float,
     ) -> None:
         tracks, settings = self._tracks, self._settings
+        beat = batch.get("beat")
+        if beat is not None:
+            self.silence.beat(partition, beat["at_us"], wall, mqtt=beat["mqtt"])
+        delivered = self.silence.delivered
+        gateways = batch.get("gateways") or {}
         dirty = self._dirty.setdefault(partition, set())
         snapshot = self._snapshots.get(partition)
         pending = snapshot.pending if snapshot is not None else None
         if scored is not None:
             out = scored.batch
             scores, flags, kinds = out["anomaly_score"], out["is_anomaly"], out["anomaly_type"]
-        newest = 0
-        for i, (sensor_id, ts_us, value, quality, company_id) in enumerate(
+        for i, (sensor_id, ts_us, value, quality, company_id, received_us) in enumerate(
             zip(
                 batch["sensor_id"],
                 batch["ts_us"],
                 batch["value"],
                 batch["quality_score"],
                 batch["company_id"],
+                batch["received_us"],
                 strict=True,
             )
         ):
             track = tracks.get(sensor_id)
             if track is None:
                 track = tracks[sensor_id] = _Track(SensorDetector(settings), partition)
-                self._due.pop(partition, None)
             if pending and sensor_id in pending:  # copy on write: the snapshot's state first
                 pending.discard(sensor_id)
                 snapshot.states[sensor_id] = track.detector.dumps()  # type: ignore[union-attr]
@@ -234,62 +214,41 @@ class Scorer:
                 else track.detector.update(ts_us // 1000, value, quality)
             )
             dirty.add(sensor_id)
-            track.company_id = company_id
-            if not track.last_ts_us:  # restored from a checkpoint, first reading since
-                self._due.pop(partition, None)
-            if ts_us > track.last_ts_us:  # noqa: PLR1730 - a builtin call a reading
-                track.last_ts_us = ts_us
-            if ts_us > newest:  # noqa: PLR1730
-                newest = ts_us
+            was_missing = delivered(
+                partition, sensor_id, company_id, ts_us, received_us, wall, gateways.get(sensor_id)
+            )
             if scored is None:
-                track.missing = False
                 continue
-            if track.missing:
-                track.missing = False
+            if was_missing:
                 scored.back_online.append(sensor_id)
-                self._due.pop(partition, None)
             scores[i] = verdict.score
             if verdict.is_anomaly and not (m and m.maintenance):
                 flags[i] = True
                 kinds[i] = verdict.anomaly_type
                 scored.anomalies += 1
-        clock = self._clocks.setdefault(partition, _Clock())
-        if newest > clock.newest_us:
-            clock.newest_us, clock.wall_at = newest, time.monotonic()
 
     # --- silence -----------------------------------------------------------------------
 
-    def find_silent(self, meta: Mapping[str, SensorMeta]) -> list[Silence]:
-        """Sensors silent for more than 3 sampling intervals, each reported once.
+    def find_silent(
+        self, meta: Mapping[str, SensorMeta], wall: float | None = None
+    ) -> list[Silence]:
+        """Sensors silent for clearly longer than they deliver, each reported once.
 
-        A sensor is reported again only after a reading brought it back.
+        A sensor is reported again only after a reading brought it back; one in
+        maintenance, inactive or not in `meta` is not judged.
         """
-        wall = time.monotonic()
-        clocks = {p: c.now_us(wall) for p, c in self._clocks.items()}
-        # Partitions where nothing can be due yet are skipped.
-        now = {p: at for p, at in clocks.items() if at >= self._due.get(p, at)}
-        if not now:
-            return []
-        due = dict.fromkeys(now, _NEVER)
-        found = []
-        for sensor_id, track in self._tracks.items():
-            at = now.get(track.partition)
-            if at is None or track.missing or not track.last_ts_us:
-                continue
+
+        def interval_of(sensor_id: str) -> int | None:
             m = meta.get(sensor_id)
-            if m is None:
-                due[track.partition] = at  # unknown yet: look again next time
-                continue
-            deadline = track.last_ts_us + MISSING_FACTOR * m.sampling_interval_seconds * 1_000_000
-            if at > deadline:
-                track.missing = True
-                found.append(
-                    Silence(sensor_id, track.company_id, track.partition, track.last_ts_us, at)
-                )
-            elif deadline < due[track.partition]:
-                due[track.partition] = deadline
-        self._due.update(due)
-        return found
+            if m is None or m.maintenance or not m.active:
+                return None
+            return m.sampling_interval_seconds
+
+        return self.silence.find_silent(interval_of, wall)
+
+    def take_outages(self) -> list[Outage]:
+        """Pipeline outages declared since the last call (see :mod:`stream.silence`)."""
+        return self.silence.take_outages()
 
     def sensors(self) -> Iterable[str]:
         """Sensor ids with a model in memory."""

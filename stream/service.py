@@ -21,17 +21,25 @@ has run, so offsets are committed after the database commit):
    partition's next offset; a snapshot begins only with no write in flight, so
    the offset it records covers exactly the rows committed.
 
-A timer marks sensors silent for more than 3 sampling intervals ``offline`` and
-publishes a ``missing`` event; their next reading sets them back to ``active``.
+A timer marks sensors that have not delivered for clearly longer than they
+usually do ``offline`` and publishes a ``missing`` event (:mod:`stream.silence`);
+their next reading sets them back to ``active``. Ingest's heartbeats (empty raw
+records with a ``beat``) move each partition's delivery clock; a gap in them is an
+outage of the pipeline: no sensor is judged meanwhile, and the worker holding
+partition 0 publishes one ``pipeline.health`` event per outage. Sensor settings
+(interval, thresholds, status) are reloaded every ``sensor_refresh_seconds``, with
+the registered sensors of the held partitions (judged even if they never report).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
@@ -44,7 +52,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from stream.metrics import StreamMetrics
-from stream.scoring import Scored, Scorer, SensorMeta, Silence, Snapshot
+from stream.scoring import Outage, Scored, Scorer, SensorMeta, Silence, Snapshot
 from stream.sink import ReadingsSink
 from stream.transport import StreamApp
 from stream.writer import RowWriter
@@ -52,16 +60,19 @@ from tmiot.config import Settings
 from tmiot.events import (
     BATCH_COLUMNS,
     DEADLETTER_SCHEMA,
+    HEALTH_SCHEMA,
     SCHEMA_HEADER,
     SCORED_SCHEMA,
     DeadLetter,
     DeadLetterReason,
+    PipelineHealth,
     ReadingBatch,
     ScoredBatch,
     SensorStatusEvent,
     decode_reading_batch,
+    from_us,
 )
-from tmiot.kafka import client_options, ensure_topics, producer
+from tmiot.kafka import client_options, ensure_topics, partition_for, producer
 
 __all__ = ["StreamWorker", "build_app", "run_worker"]
 
@@ -77,6 +88,7 @@ _ANY: Final = TypeAdapter(object)
 # Detector states serialised per buffer (and per tick) while a checkpoint is open:
 # about 20 us each, so a 12,500-sensor partition takes a few dozen buffers.
 _SNAPSHOT_STEP: Final = 1000
+_OUTAGE_NS: Final = uuid.UUID("5d0c7e0a-2b8f-4f51-9a3e-7b1e6c2d4f80")
 
 
 @dataclass(slots=True)
@@ -147,7 +159,7 @@ class StreamWorker:
         """Build from settings; resources open in :meth:`open`."""
         self.settings = settings
         self.metrics = StreamMetrics()
-        self.scorer = Scorer(settings.stream.detector)
+        self.scorer = Scorer(settings.stream.detector, settings.stream.silence)
         self.meta: dict[str, SensorMeta] = {}
         self.ready = asyncio.Event()
         self._topics = settings.kafka.topics
@@ -172,6 +184,7 @@ class StreamWorker:
         self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(maxsize=4)
         self._writer: asyncio.Task[None] | None = None
         self._scored_count: int | None = None
+        self._meta_loaded = 0.0  # monotonic time of the last full reload of sensor settings
         self._progress = _Progress()
         self.failure: BaseException | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -197,6 +210,7 @@ class StreamWorker:
                         kafka.topics.readings_scored,
                         kafka.topics.readings_deadletter,
                         kafka.topics.sensor_status,
+                        kafka.topics.pipeline_health,
                     ],
                 )
                 self._sink = await stack.enter_async_context(ReadingsSink(self.settings.database))
@@ -290,6 +304,7 @@ class StreamWorker:
             await self._restore_partitions(records)
             # Records the checkpoint already holds were written before it was taken.
             records = [r for r in records if r.offset >= self._floor.get(r.partition, 0)]
+            records = [r for r in records if self._readings_of(r.partition, r.batch)]
             gone = await self._load_meta(records)
             if gone:
                 records = self._drop_sensors(records, gone, letters)
@@ -424,6 +439,8 @@ class StreamWorker:
                         return count
                     with contextlib.suppress(ValueError):
                         decoded = decode_reading_batch(m.value or b"")
+                        if not self._readings_of(partition, decoded):
+                            continue
                         await self._load_meta([_Record(partition, m.offset, decoded)])
                         self.scorer.learn(partition, decoded, self.meta)
                         count += 1
@@ -431,6 +448,13 @@ class StreamWorker:
                     return count
         finally:
             await consumer.stop()
+
+    def _readings_of(self, partition: int, batch: ReadingBatch) -> int:
+        """Take an ingest heartbeat the record carries; how many readings it holds."""
+        beat = batch.get("beat")
+        if beat is not None:
+            self.scorer.silence.beat(partition, beat["at_us"], time.monotonic(), mqtt=beat["mqtt"])
+        return len(batch["sensor_id"])
 
     async def _load_meta(self, records: list[_Record]) -> set[str]:
         """Look up the sensors not seen yet; return those ``equipment_sensors`` lacks."""
@@ -481,8 +505,8 @@ class StreamWorker:
             batch = scored[0][1].batch
         else:
             joined: dict[str, Any] = {"v": 1}
-            for column in scored[0][1].batch:
-                if column != "v":
+            for column, values in scored[0][1].batch.items():
+                if isinstance(values, list):
                     joined[column] = [x for _, s in scored for x in s.batch[column]]  # type: ignore[literal-required]
             batch = cast("ScoredBatch", joined)
         inserted, refused = await self.rows.write(batch)
@@ -630,7 +654,8 @@ class StreamWorker:
             await self._jobs.put(lambda: flush(self.side))
 
     async def tick(self) -> None:
-        """Timer body: find silent sensors, flush bookkeeping, checkpoint when due."""
+        """Timer body: reload sensor settings, find silent sensors, report outages, checkpoint."""
+        await self._refresh_meta()
         async with self._lock:
             silent = self.scorer.find_silent(self.meta)
             if silent:
@@ -643,13 +668,76 @@ class StreamWorker:
                 )
                 self.metrics.anomalies.labels("missing").inc(len(silent))
                 log.info("sensors missing", sensors=len(silent))
+            await self._report_outages(self.scorer.take_outages())
             await self._maybe_flush()
             await self._maybe_checkpoint(force=False)
             self.metrics.sensors.set(len(self.scorer))
         self._progress.maybe_log(len(self.scorer), self._jobs.qsize())
 
+    async def _refresh_meta(self) -> None:
+        """Reload every held sensor's settings, and learn the registered ones never heard from.
+
+        A sensor set to ``maintenance`` is muted, and scored again once back, within
+        ``sensor_refresh_seconds``: no restart.
+        """
+        now = time.monotonic()
+        if (
+            now - self._meta_loaded < self.settings.stream.sensor_refresh_seconds
+            or not self._restored
+        ):
+            return
+        self._meta_loaded = now
+        partitions = self.settings.kafka.partitions
+        async with self._lock:
+            held = set(self._restored)
+            registered = await self.sink.registered_sensors()
+            mine = {s: c for s, c in registered.items() if partition_for(s, partitions) in held}
+            self.meta = await self.sink.sensor_meta(sorted(set(self.meta) | set(mine)))
+            for sensor_id, company_id in mine.items():
+                self.scorer.silence.expect(
+                    partition_for(sensor_id, partitions), sensor_id, company_id
+                )
+
+    async def _report_outages(self, outages: list[Outage]) -> None:
+        """Log and count each outage; the holder of partition 0 publishes it, once."""
+        self.metrics.pipeline_down.set(1 if self.scorer.silence.outage is not None else 0)
+        for outage in outages:
+            self.metrics.outages.labels(outage.cause).inc()
+            since = from_us(outage.since_us)
+            log.warning(
+                "pipeline outage: no ingest heartbeat; no sensor judged missing meanwhile",
+                cause=outage.cause,
+                since=since.isoformat(),
+                until=from_us(outage.until_us).isoformat() if outage.until_us else None,
+                partitions=sorted(outage.partitions),
+                live=outage.live,
+            )
+            if 0 not in self._restored:
+                continue
+            event = PipelineHealth(
+                outage_id=uuid.uuid5(_OUTAGE_NS, f"{self._group}/{outage.since_us}"),
+                cause=outage.cause,
+                since=since,
+                until=from_us(outage.until_us) if outage.until_us else None,
+                live=outage.live,
+                partitions=sorted(outage.partitions),
+                reporter=self._group,
+                detected_at=dt.datetime.now(dt.UTC),
+            )
+            fut = await self.kafka.send(
+                self._topics.pipeline_health,
+                event.model_dump_json().encode(),
+                key=str(event.outage_id).encode(),
+                headers=[(SCHEMA_HEADER, HEALTH_SCHEMA)],
+            )
+            await fut
+
     async def _publish_missing(self, silent: list[Silence]) -> asyncio.Future[Any]:
-        """One scored record of `missing` rows, on the sensors' own partition."""
+        """One scored record of `missing` rows, on the sensors' own partition.
+
+        ``received_us`` is the sensor's last delivery (when its silence began), and
+        ``gateways`` names the gateway of the sensors that delivered through one.
+        """
         n = len(silent)
         batch: ScoredBatch = {
             "v": 1,
@@ -662,11 +750,14 @@ class StreamWorker:
             "ambient_temperature": [None] * n,
             "ambient_humidity": [None] * n,
             "weather_conditions": [None] * n,
-            "received_us": [s.last_ts_us for s in silent],
+            "received_us": [s.since_us for s in silent],
             "anomaly_score": [1.0] * n,
             "is_anomaly": [True] * n,
             "anomaly_type": ["missing"] * n,
         }
+        gateways = {s.sensor_id: s.gateway_id for s in silent if s.gateway_id is not None}
+        if gateways:
+            batch["gateways"] = gateways
         fut: asyncio.Future[Any] = await self.kafka.send(
             self._topics.readings_scored,
             to_json(batch),
@@ -725,6 +816,9 @@ def _merge(records: list[_Record]) -> list[_Record]:
         batch: dict[str, Any] = {"v": 1}
         for column in BATCH_COLUMNS:
             batch[column] = [x for r in group for x in r.batch[column]]
+        gateways = {k: v for r in group for k, v in (r.batch.get("gateways") or {}).items()}
+        if gateways:
+            batch["gateways"] = gateways
         merged.append(_Record(partition, group[-1].offset, cast("ReadingBatch", batch)))
     return merged
 

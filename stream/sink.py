@@ -79,8 +79,16 @@ WHERE id = ANY(%b::uuid[]) AND status = 'active'
 
 _META: Final = """
 SELECT id::text, alert_threshold_min::float8, alert_threshold_max::float8,
-       sampling_interval_seconds, status = 'maintenance'
+       sampling_interval_seconds, status = 'maintenance',
+       status IN ('active', 'offline', 'maintenance')
 FROM equipment_sensors WHERE id = ANY(%b::uuid[])
+"""
+
+# Sensors expected to report: judged for silence even before their first reading.
+_REGISTERED: Final = """
+SELECT s.id::text, e.company_id::text
+FROM equipment_sensors s JOIN customer_equipment e ON e.id = s.customer_equipment_id
+WHERE s.status IN ('active', 'offline')
 """
 
 _SAVE_STATES: Final = """
@@ -279,11 +287,21 @@ class ReadingsSink:
         async def read(conn: Conn) -> dict[str, SensorMeta]:
             cur = await conn.execute(_META, (list(sensor_ids),))
             return {
-                str(r[0]): SensorMeta(r[1], r[2], int(r[3]), bool(r[4]))
+                str(r[0]): SensorMeta(r[1], r[2], int(r[3]), bool(r[4]), bool(r[5]))
                 for r in await cur.fetchall()
             }
 
         result: dict[str, SensorMeta] = await self._retrying("read sensors", read)
+        return result
+
+    async def registered_sensors(self) -> dict[str, str]:
+        """Every sensor expected to report (status active or offline), with its company."""
+
+        async def read(conn: Conn) -> dict[str, str]:
+            cur = await conn.execute(_REGISTERED)
+            return {str(r[0]): str(r[1]) for r in await cur.fetchall()}
+
+        result: dict[str, str] = await self._retrying("read registered sensors", read)
         return result
 
     # --- checkpoints -------------------------------------------------------------------

@@ -17,11 +17,10 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from ingest.sensors import partition_for
 from tmiot.config import DatabaseSettings, KafkaSettings
 from tmiot.db import conninfo
 from tmiot.events import RAW_SCHEMA, SCHEMA_HEADER, ReadingBatch
-from tmiot.kafka import ensure_topics
+from tmiot.kafka import ensure_topics, partition_for
 
 PARTITIONS = 4
 

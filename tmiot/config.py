@@ -39,6 +39,7 @@ __all__ = [
     "RuntimeSettings",
     "ServicesSettings",
     "Settings",
+    "SilenceSettings",
     "TlsFiles",
     "TopicSettings",
     "TriggersSettings",
@@ -111,6 +112,7 @@ class TopicSettings(_Group):
     workorders_requested: str = "workorders.requested"
     workorders_outcomes: str = "workorders.outcomes"
     notifications_requested: str = "notifications.requested"
+    pipeline_health: str = "pipeline.health"
 
     def names(self) -> list[str]:
         """Every topic of the pipeline."""
@@ -186,6 +188,9 @@ class IngestSettings(_Group):
     rejection_rate_per_source: Annotated[float, Field(ge=0)] = 50.0
     rejection_burst_per_source: Annotated[int, Field(ge=1, le=10_000_000)] = 500
     rejection_max_sources: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    # While connected to MQTT, a heartbeat on every raw partition this often: the stream
+    # tells our own outages (no heartbeat) from silent sensors (stream.silence).
+    heartbeat_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
 
 
 class DetectorSettings(_Group):
@@ -236,6 +241,22 @@ class DetectorSettings(_Group):
     quiet_readings: Annotated[int, Field(ge=1, le=100_000)] = 20
 
 
+class SilenceSettings(_Group):
+    """When a sensor counts as missing, and when the pipeline itself is down (stream)."""
+
+    # Missing: no delivery for more than missing_factor sampling intervals, and more than
+    # gap_factor times the sensor's usual delivery gap (gateway batches, store-and-forward).
+    missing_factor: Annotated[float, Field(ge=1, le=1000)] = 3.0
+    gap_factor: Annotated[float, Field(ge=1, le=100)] = 2.5
+    # Allowance of a sensor whose delivery pattern is not known yet (new, restored from a
+    # checkpoint, registered and never heard from): store-and-forward gateways upload up
+    # to every 15 minutes, so a shorter allowance would call their sensors missing.
+    learning_seconds: Annotated[float, Field(ge=0, le=86_400)] = 2400.0
+    # No ingest heartbeat on a partition for this long (ingest sends one every
+    # ingest.heartbeat_seconds): the pipeline is down, no sensor is judged meanwhile.
+    outage_seconds: Annotated[float, Field(gt=0, le=3600)] = 20.0
+
+
 class StreamSettings(_Group):
     """The stream workers: Faust app, batching, state checkpoints, database sink."""
 
@@ -262,7 +283,11 @@ class StreamSettings(_Group):
     tick_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
     # A worker that stops heartbeating loses its partitions after this long (kill -9).
     session_timeout_seconds: Annotated[float, Field(ge=3, le=300)] = 30.0
+    # Sensor settings (sampling interval, alert thresholds, status) are reloaded this
+    # often: a sensor back from maintenance is scored again within it, no restart.
+    sensor_refresh_seconds: Annotated[float, Field(gt=0, le=86_400)] = 30.0
     detector: DetectorSettings = DetectorSettings()
+    silence: SilenceSettings = SilenceSettings()
 
 
 class TriggersSettings(_Group):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final, Literal, NotRequired
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -31,6 +31,7 @@ from typing_extensions import TypedDict
 __all__ = [
     "BATCH_COLUMNS",
     "DEADLETTER_SCHEMA",
+    "HEALTH_SCHEMA",
     "NOTIFICATION_SCHEMA",
     "OUTCOME_SCHEMA",
     "RAW_SCHEMA",
@@ -45,7 +46,9 @@ __all__ = [
     "DeadLetterReason",
     "EvidenceItem",
     "ForecastItem",
+    "IngestBeat",
     "NotificationRequested",
+    "PipelineHealth",
     "RawReading",
     "ReadingBatch",
     "ScoredBatch",
@@ -85,12 +88,26 @@ class RawReading(TypedDict):
     received_at: dt.datetime
 
 
+class IngestBeat(TypedDict):
+    """An ingest heartbeat: ingest is running (``mqtt``: and receiving from MQTT)."""
+
+    source: str  # the ingest instance (its MQTT client id)
+    at_us: int  # when it was sent, ingest's clock (the clock of ``received_us``)
+    mqtt: bool
+
+
 class ReadingBatch(TypedDict):
     """Value of a ``sensor.readings.raw`` record: one partition's readings, in order, as columns.
 
     Column ``i`` of every list belongs to reading ``i``; all lists have the same
     length. Times are integer microseconds since the Unix epoch, UTC (``ts_us``:
     the reading's timestamp; ``received_us``: when ingest received its message).
+
+    Optional: ``gateways`` maps the sensors of the batch that came through a
+    gateway's topic to that gateway's id; ``beat`` marks an ingest heartbeat, a
+    record with no readings that ingest sends to every partition every
+    ``ingest.heartbeat_seconds`` (the stream tells its own outages from silent
+    sensors by them).
     """
 
     v: Literal[1]
@@ -104,6 +121,8 @@ class ReadingBatch(TypedDict):
     ambient_humidity: list[float | None]
     weather_conditions: list[str | None]
     received_us: list[int]
+    gateways: NotRequired[dict[str, str]]
+    beat: NotRequired[IngestBeat]
 
 
 # Column order of ReadingBatch, also the order of a packed row tuple in ingest.
@@ -200,6 +219,7 @@ class ScoredBatch(TypedDict):
     anomaly_score: list[float]
     is_anomaly: list[bool]
     anomaly_type: list[str | None]
+    gateways: NotRequired[dict[str, str]]
 
 
 SCORED_BATCH: Final = TypeAdapter(ScoredBatch)
@@ -287,6 +307,31 @@ class SensorStatusEvent(_Event):
     battery_level_percent: int | None = None
     heartbeat: bool = True
     received_at: dt.datetime
+
+
+HEALTH_SCHEMA: Final = b"pipeline.health/1"
+
+
+class PipelineHealth(_Event):
+    """Value of a ``pipeline.health`` record: the pipeline itself was down, not the sensors.
+
+    One per outage (ingest down or cut from MQTT, Kafka unreachable, the stream
+    stopped long enough to miss ingest's heartbeats), sent by the stream worker
+    that holds partition 0 of ``sensor.readings.raw``. No sensor is judged
+    ``missing`` between ``since`` and ``until`` plus each sensor's allowance, so
+    the outage opens no sensor work order. ``until`` is None when the outage was
+    declared while it lasted (``live``); the record key is ``outage_id``.
+    """
+
+    v: Literal[1] = 1
+    outage_id: UUID  # uuid5 of (reporter, since): a resend carries the same id
+    cause: Literal["no_heartbeat", "mqtt_disconnected"]
+    since: dt.datetime  # the last ingest heartbeat before it
+    until: dt.datetime | None
+    live: bool
+    partitions: list[int]  # of sensor.readings.raw, held by the reporter
+    reporter: str
+    detected_at: dt.datetime
 
 
 WORKORDER_SCHEMA: Final = b"workorders.requested/1"

@@ -14,11 +14,18 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from tmiot.config import KafkaSecurityProtocol, KafkaSettings
 from tmiot.errors import TmiotError
 
-__all__ = ["KafkaUnavailableError", "client_options", "ensure_topics", "producer"]
+__all__ = [
+    "KafkaUnavailableError",
+    "client_options",
+    "ensure_topics",
+    "partition_for",
+    "producer",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +34,15 @@ class KafkaUnavailableError(TmiotError):
     """Kafka could not be reached or refused a request."""
 
     retriable = True
+
+
+def partition_for(sensor_id: str, partitions: int) -> int:
+    """Kafka's default partition for the key ``sensor_id`` (murmur2, as the Java client).
+
+    Ingest packs each sensor's readings on it; the stream finds which registered
+    sensors belong to the partitions it holds.
+    """
+    return int(murmur2(sensor_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:

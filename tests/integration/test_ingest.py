@@ -13,12 +13,12 @@ import aiomqtt
 import psycopg
 import pytest
 
-from ingest.sensors import partition_for
 from ingest.service import IngestService
 from tests.fix_ingest import Record, Tenants, consume_until, ingest_settings, running
 from tmiot.config import DatabaseSettings, MqttSettings
 from tmiot.db import conninfo
 from tmiot.events import DeadLetter, SensorStatusEvent, decode_reading_batch, reading_rows
+from tmiot.kafka import partition_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.postgres]
 

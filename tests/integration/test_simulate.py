@@ -12,12 +12,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ingest.sensors import partition_for
 from ingest.service import IngestService
 from tests.fix_ingest import Record, consume_until, ingest_settings, running
 from tmiot.config import DatabaseSettings, MqttSettings
 from tmiot.db import conninfo
 from tmiot.events import RAW_SCHEMA, SCHEMA_HEADER, decode_reading_batch, reading_rows
+from tmiot.kafka import partition_for
 from tmiot.recording import read_recording
 from tmiot.simulate import (
     AnomalyType,

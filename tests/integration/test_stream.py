@@ -18,7 +18,6 @@ import psycopg
 import pytest
 from pydantic_core import to_json
 
-from ingest.sensors import partition_for
 from stream.detectors import SensorDetector
 from tests.fix_ingest import Record, Tenant, consume_until, register_tenant
 from tests.fix_stream import (
@@ -33,6 +32,7 @@ from tests.fix_stream import (
 from tmiot.config import DatabaseSettings, DetectorSettings
 from tmiot.db import conninfo
 from tmiot.events import SCORED_BATCH, DeadLetter
+from tmiot.kafka import partition_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 

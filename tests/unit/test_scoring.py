@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stream.scoring import Scorer, SensorMeta
-from tmiot.config import DetectorSettings
+from tmiot.config import DetectorSettings, SilenceSettings
 from tmiot.events import ReadingBatch
 
 
@@ -67,37 +67,30 @@ _EPOCH = 1_750_000_000  # event time of the tests' first reading, seconds
 
 
 def _at(sensor: str, seconds: int, value: float = 1.0) -> ReadingBatch:
+    """One reading of `sensor` taken and delivered `seconds` after the epoch."""
     batch = _batch(sensor, [value])
-    batch["ts_us"] = [(_EPOCH + seconds) * 1_000_000]
+    batch["ts_us"] = batch["received_us"] = [(_EPOCH + seconds) * 1_000_000]
     return batch
 
 
-def test_silence_is_found_in_event_time_once_and_again_after_a_return() -> None:
-    meta = {
-        "a": SensorMeta(None, None, 60),  # missing after 180 s
-        "b": SensorMeta(None, None, 600),  # the clock: keeps reporting
-        "c": SensorMeta(None, None, 10),  # missing after 30 s
-    }
-    scorer = Scorer(DetectorSettings())
-    for sensor in ("a", "b"):
-        scorer.score(0, _at(sensor, 0), meta)
-    assert scorer.find_silent(meta) == []
-    scorer.score(0, _at("b", 100), meta)
-    assert scorer.find_silent(meta) == []
-    scorer.score(0, _at("b", 200), meta)
-    assert [s.sensor_id for s in scorer.find_silent(meta)] == ["a"]
-    assert scorer.find_silent(meta) == []  # reported once
-    # A sensor with a shorter interval arriving later is not hidden by the others' deadline.
-    scorer.score(0, _at("c", 210), meta)
-    scorer.score(0, _at("b", 260), meta)
-    assert [s.sensor_id for s in scorer.find_silent(meta)] == ["c"]
-    # A returning sensor is watched again.
-    assert scorer.score(0, _at("a", 270), meta).back_online == ["a"]
-    scorer.score(0, _at("b", 400), meta)
-    assert scorer.find_silent(meta) == []
-    scorer.score(0, _at("b", 460), meta)
-    silent = scorer.find_silent(meta)
-    assert [(s.sensor_id, s.last_ts_us) for s in silent] == [("a", (_EPOCH + 270) * 1_000_000)]
+def test_a_silent_sensor_is_reported_once_and_again_after_it_returned() -> None:
+    meta = {"a": SensorMeta(None, None, 60), "b": SensorMeta(None, None, 60)}
+    scorer = Scorer(DetectorSettings(), SilenceSettings(learning_seconds=0))
+    for minute in range(1, 6):
+        for sensor in ("a", "b"):
+            scorer.score(0, _at(sensor, minute * 60), meta, wall=0)
+    for minute in range(6, 10):  # "b" goes on, "a" is silent
+        scorer.score(0, _at("b", minute * 60), meta, wall=0)
+    silent = scorer.find_silent(meta, wall=0)
+    assert [(s.sensor_id, s.last_ts_us) for s in silent] == [("a", (_EPOCH + 300) * 1_000_000)]
+    assert scorer.find_silent(meta, wall=0) == []  # reported once
+    assert scorer.score(0, _at("a", 600), meta, wall=0).back_online == ["a"]
+    meta["a"] = SensorMeta(None, None, 60, maintenance=True)  # muted while in maintenance
+    for minute in range(11, 20):
+        scorer.score(0, _at("b", minute * 60), meta, wall=0)
+    assert scorer.find_silent(meta, wall=0) == []
+    meta["a"] = SensorMeta(None, None, 60)  # back: judged again
+    assert [s.sensor_id for s in scorer.find_silent(meta, wall=0)] == ["a"]
 
 
 def test_a_snapshot_holds_the_states_of_its_moment_however_late_it_is_serialised() -> None:
