@@ -543,15 +543,50 @@ CREATE INDEX IF NOT EXISTS trigger_incidents_trigger_idx
 CREATE INDEX IF NOT EXISTS trigger_incidents_outcome_idx
     ON trigger_incidents (outcome_at) WHERE outcome IS NOT NULL;
 -- ;;
+-- One work order per fault: an incident requests a work order, or joins the open one
+-- of its equipment or offline gateway (triggers/grouping.py). `id` is the work order's
+-- idempotency key (the key of the incident that requested it).
+CREATE TABLE IF NOT EXISTS trigger_work_orders (
+    id              uuid PRIMARY KEY,
+    company_id      uuid NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    subject_kind    text NOT NULL CHECK (subject_kind IN ('equipment', 'gateway')),
+    subject_id      text NOT NULL,
+    opened_at       timestamptz NOT NULL,
+    closed_at       timestamptz,
+    outcome         text CHECK (outcome IS NULL OR outcome IN ('resolved', 'false_positive'))
+);
+-- ;;
+CREATE INDEX IF NOT EXISTS trigger_work_orders_open_idx
+    ON trigger_work_orders (company_id, subject_kind, subject_id, opened_at)
+    WHERE closed_at IS NULL;
+-- ;;
+ALTER TABLE trigger_incidents ADD COLUMN IF NOT EXISTS work_order_id uuid;
+-- ;;
+CREATE INDEX IF NOT EXISTS trigger_incidents_work_order_idx
+    ON trigger_incidents (work_order_id) WHERE work_order_id IS NOT NULL;
+-- ;;
+-- Sensors behind a gateway reported silent, by their last delivery: two or more
+-- silent since the same moment make one gateway-offline work order.
+CREATE TABLE IF NOT EXISTS trigger_silences (
+    company_id      uuid NOT NULL,
+    gateway_id      text NOT NULL,
+    sensor_id       uuid NOT NULL,
+    since           timestamptz NOT NULL,
+    PRIMARY KEY (company_id, gateway_id, since, sensor_id)
+);
+-- ;;
 CREATE TABLE IF NOT EXISTS trigger_outbox (
     id              uuid PRIMARY KEY,
     incident_id     uuid NOT NULL REFERENCES trigger_incidents (id) ON DELETE CASCADE,
     topic           text NOT NULL,
     record_key      text NOT NULL,
     payload         bytea NOT NULL,
+    record_schema   text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     sent_at         timestamptz
 );
+-- ;;
+ALTER TABLE trigger_outbox ADD COLUMN IF NOT EXISTS record_schema text;
 -- ;;
 CREATE INDEX IF NOT EXISTS trigger_outbox_unsent_idx
     ON trigger_outbox (created_at) WHERE sent_at IS NULL;

@@ -178,11 +178,11 @@ def _evaluation(sensors: int, triggers: int, readings: int) -> dict[str, float]:
     transitions: list[Transition] = []
     for i, v in enumerate(warm):
         warm_record = ConsumerRecord("scored", 0, i, 0, 0, None, v, None, len(v), 0, ())
-        service._evaluate(warm_record, now_us, transitions, {}, [])  # noqa: SLF001
+        service._evaluate(warm_record, now_us, transitions, {}, [], [])  # noqa: SLF001
     transitions.clear()
     t0 = time.perf_counter()
     for rec in consumer_records:
-        service._evaluate(rec, now_us, transitions, {}, [])  # noqa: SLF001 - the real hot path
+        service._evaluate(rec, now_us, transitions, {}, [], [])  # noqa: SLF001 - the real hot path
     evaluated = time.perf_counter() - t0
     return {
         "sensors": sensors,

@@ -319,6 +319,12 @@ class TriggersSettings(_Group):
     checkpoint_duty: Annotated[float, Field(gt=0, le=1)] = 0.1
     # Time-driven checks (sensor silent for longer than a pattern's duration).
     tick_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # A silence opens its incident no earlier than this after the stream reported it,
+    # so that the sensors of a gateway that went offline are seen together (one incident).
+    settle_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    # An incident on a sensor of equipment (or behind a gateway) with a work order opened
+    # within this long and not yet closed by the FSM attaches to it: one visit, one order.
+    attach_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 86_400.0
     session_timeout_seconds: Annotated[float, Field(ge=3, le=300)] = 10.0
 
 

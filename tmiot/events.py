@@ -42,6 +42,7 @@ __all__ = [
     "SCORE_COLUMNS",
     "STATUS_SCHEMA",
     "WORKORDER_SCHEMA",
+    "WORKORDER_UPDATE_SCHEMA",
     "DeadLetter",
     "DeadLetterReason",
     "EvidenceItem",
@@ -55,6 +56,7 @@ __all__ = [
     "SensorStatusEvent",
     "WorkOrderOutcome",
     "WorkOrderRequested",
+    "WorkOrderUpdated",
     "decode_reading_batch",
     "from_us",
     "payload_text",
@@ -335,6 +337,7 @@ class PipelineHealth(_Event):
 
 
 WORKORDER_SCHEMA: Final = b"workorders.requested/1"
+WORKORDER_UPDATE_SCHEMA: Final = b"workorders.updated/1"
 NOTIFICATION_SCHEMA: Final = b"notifications.requested/1"
 OUTCOME_SCHEMA: Final = b"workorders.outcomes/1"
 
@@ -385,6 +388,35 @@ class WorkOrderRequested(_Event):
     requested_at: dt.datetime
     evidence: list[EvidenceItem]
     forecast: ForecastItem | None = None
+    # What the technician visits: the equipment (default), or a gateway gone offline
+    # (``gateway_id``; its silent sensors arrive as updates).
+    subject: Literal["equipment", "gateway"] = "equipment"
+    gateway_id: str | None = None
+
+
+class WorkOrderUpdated(_Event):
+    """On ``workorders.requested``, header ``workorders.updated/1``: evidence for an open order.
+
+    An incident on the same equipment (or behind the same offline gateway) while
+    its work order is open joins that work order instead of requesting another.
+    The record key is the work order's ``idempotency_key``, so the update follows
+    its request on the same partition; ``update_id`` is stable across resends.
+    """
+
+    v: Literal[1] = 1
+    event: Literal["updated"] = "updated"
+    idempotency_key: UUID  # of the WorkOrderRequested it adds to
+    update_id: UUID  # uuid5(work order, incident)
+    incident_id: UUID
+    company_id: UUID
+    customer_equipment_id: UUID
+    sensor_id: UUID
+    trigger_id: UUID
+    trigger_number: str
+    summary: str
+    opened_at: dt.datetime
+    requested_at: dt.datetime
+    evidence: list[EvidenceItem]
 
 
 class NotificationRequested(_Event):

@@ -109,14 +109,17 @@ class ThresholdExceeded(_Condition):
 
 
 class AnomalyDetected(_Condition):
-    """At least ``count`` scored readings at or above ``min_score`` within ``window_seconds``.
+    """At least ``count`` anomalous readings within ``window_seconds``.
 
-    ``{"min_score": 0.8, "anomaly_types": ["spike", "drop"], "count": 3,
-    "window_seconds": 3600}``. Without ``anomaly_types`` every type counts, ``missing``
-    events (score 1.0) included. Clears when fewer than ``count`` remain in the window.
+    ``{"anomaly_types": ["spike", "drop"], "count": 3, "window_seconds": 3600}``.
+    A reading counts when the detector flagged it (``is_anomaly``), or, with
+    ``min_score``, when its score is at least that. ``anomaly_types`` narrows the
+    types; ``missing`` (a silent sensor) counts only when listed: silence has its own
+    pattern, and our own outages must not read as anomalies. Clears when fewer than
+    ``count`` remain in the window.
     """
 
-    min_score: Annotated[float, Field(ge=0, le=1)] = 0.5
+    min_score: Annotated[float, Field(ge=0, le=1)] | None = None
     anomaly_types: Annotated[tuple[AnomalyType, ...], Field(min_length=1)] | None = None
     count: Annotated[int, Field(ge=1, le=10_000)] = 1
     window_seconds: Window = 3600.0

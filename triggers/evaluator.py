@@ -122,10 +122,19 @@ class Evaluator:
     """
 
     def __init__(
-        self, *, lateness_seconds: float = 60, backfill_horizon_seconds: float = 3600
+        self,
+        *,
+        lateness_seconds: float = 60,
+        backfill_horizon_seconds: float = 3600,
+        settle_seconds: float = 60,
     ) -> None:
-        """Accept readings up to `lateness_seconds` late; older incidents are historical."""
+        """Accept readings up to `lateness_seconds` late; older incidents are historical.
+
+        A silence opens its incident no earlier than `settle_seconds` after the
+        stream reported it, so that a gateway's sensors are seen silent together.
+        """
         self._late = _us(lateness_seconds)
+        self._settle = _us(settle_seconds)
         self._backfill = _us(backfill_horizon_seconds)
         self._states: dict[tuple[str, str], State] = {}
         self._sensors_of: dict[str, set[str]] = {}  # trigger id -> sensor ids with a state
@@ -270,9 +279,9 @@ class Evaluator:
         reading: ScoredReading,
     ) -> bool | None:
         if isinstance(cond, AnomalyDetected):
-            kinds = cond.anomaly_types
-            counts = reading.anomaly_score >= cond.min_score and (
-                kinds is None or reading.anomaly_type in kinds
+            kinds, kind, floor = cond.anomaly_types, reading.anomaly_type, cond.min_score
+            counts = (reading.is_anomaly if floor is None else reading.anomaly_score >= floor) and (
+                kind in kinds if kinds is not None else kind != "missing"
             )
         else:
             counts = reading.is_anomaly and reading.anomaly_type == "drift"
@@ -327,17 +336,21 @@ class Evaluator:
         if reading.value is not None:
             if st.last is None or ts > st.last[0]:
                 st.last = point
-            if st.silent is not None and ts > st.silent:
+            # Delivered after the silence began (a store-and-forward upload carries
+            # readings older than its delivery): the sensor is back.
+            if st.silent is not None and (reading.received_us or ts) > st.silent:
                 st.silent = st.miss = st.due = None
         elif reading.anomaly_type == "missing" and st.silent is None:
-            if st.last is not None:
-                since = st.last[0]
-            elif 0 < reading.received_us < ts:  # the stream sends the last reading's time
+            if 0 < reading.received_us <= ts:  # the stream sends the last delivery's time
                 since = reading.received_us
+            elif st.last is not None:
+                since = st.last[0]
             else:
                 since = ts - MISSING_FACTOR * sensor.sampling_interval_seconds * _US
-            st.silent, st.miss, st.due = since, point, since + plan.window
-        return st.silent is not None and st.newest - st.silent >= plan.window
+            # Opens no earlier than `settle` after the event: the other sensors of a
+            # gateway that went offline report their silence meanwhile (one incident).
+            st.silent, st.miss, st.due = since, point, max(since + plan.window, ts + self._settle)
+        return st.due is not None and st.newest >= st.due
 
     @staticmethod
     def _service(
@@ -523,6 +536,7 @@ class Evaluator:
             summary=summary,
             evidence=tuple(Evidence(key[1], *p) for p in evidence),
             forecast=fc,
+            silent_since_us=st.silent if isinstance(plan.cond, MissingPattern) else None,
         )
 
 

@@ -119,8 +119,9 @@ def _describe_events(st: State, cond: AnomalyDetected | RepeatedDriftPattern) ->
     if isinstance(cond, RepeatedDriftPattern):
         return f"{_n(len(w), 'drift anomaly')} within {_dur(cond.window_seconds)}", top, None
     kinds = "/".join(cond.anomaly_types) if cond.anomaly_types else "any type"
+    flagged = "flagged" if cond.min_score is None else f"score >= {cond.min_score:.2f}"
     text = (
-        f"{_n(len(w), 'anomaly')} ({kinds}, score >= {cond.min_score:.2f}) within "
+        f"{_n(len(w), 'anomaly')} ({kinds}, {flagged}) within "
         f"{_dur(cond.window_seconds)} (max score {max(p[2] for p in w):.2f})"
     )
     return text, top, None

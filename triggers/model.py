@@ -134,6 +134,7 @@ class Opened:
     summary: str  # one line a dispatcher reads, e.g. "value above 90.0 for 300 s (max 97.2)"
     evidence: tuple[Evidence, ...]
     forecast: Forecast | None = None
+    silent_since_us: int | None = None  # a silence (pattern "missing"): its last delivery
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,11 +60,12 @@ from tmiot.events import (
     WorkOrderOutcome,
 )
 from tmiot.kafka import client_options, ensure_topics, producer
-from triggers.actions import incident_events
+from triggers.actions import IncidentEvents
 from triggers.directory import Directory, audit_changes, load_directory
 from triggers.evaluator import Evaluator
 from triggers.metrics import TriggerMetrics
 from triggers.model import Cleared, Opened, ScoredReading, Transition, TriggerSpec
+from triggers.orders import Silenced
 from triggers.pacing import CheckpointPacer
 from triggers.store import OutboxRow, TriggerStore
 
@@ -110,6 +111,7 @@ class TriggerService:
         self.evaluator = Evaluator(
             lateness_seconds=cfg.lateness_seconds,
             backfill_horizon_seconds=cfg.backfill_horizon_seconds,
+            settle_seconds=cfg.settle_seconds,
         )
         self.directory = Directory()
         self.ready = asyncio.Event()
@@ -121,6 +123,7 @@ class TriggerService:
         self._topics = settings.kafka.topics
         self._lock = asyncio.Lock()
         self._partition_of: dict[str, int] = {}
+        self._gateway_of: dict[str, str] = {}  # sensor -> the gateway it delivers through
         self._offsets: dict[int, int] = {}  # next offset per owned partition
         self._owned: set[int] = set()
         self._audited: set[tuple[str, str, str]] = set()
@@ -169,9 +172,11 @@ class TriggerService:
         self.evaluator = Evaluator(
             lateness_seconds=cfg.lateness_seconds,
             backfill_horizon_seconds=cfg.backfill_horizon_seconds,
+            settle_seconds=cfg.settle_seconds,
         )
         self.directory = Directory()
         self._partition_of.clear()
+        self._gateway_of.clear()
         self._offsets.clear()
         self._owned.clear()
         self._sensors_loaded = 0.0
@@ -370,14 +375,15 @@ class TriggerService:
                 transitions: list[Transition] = []
                 received: dict[str, int] = {}
                 letters: list[DeadLetter] = []
+                silenced: list[Silenced] = []
                 for tp, records in batches.items():
                     if tp.partition not in self._owned:
                         continue  # revoked during the poll; its new owner replays it
                     for record in records:
-                        self._evaluate(record, now_us, transitions, received, letters)
+                        self._evaluate(record, now_us, transitions, received, letters, silenced)
                     self._offsets[tp.partition] = records[-1].offset + 1
                 await self._deadletters(letters)
-                await self._apply(transitions, received)
+                await self._apply(transitions, received, silenced)
                 self._settled = True
                 if self._checkpoint_due():
                     await self._checkpoint()
@@ -392,13 +398,14 @@ class TriggerService:
                 self._committing = asyncio.create_task(_commit(consumer, offsets))
             self.metrics.poll_seconds.observe(time.monotonic() - started)
 
-    def _evaluate(
+    def _evaluate(  # noqa: PLR0913, PLR0917 - the poll's accumulators
         self,
         record: ConsumerRecord[bytes, bytes],
         now_us: int,
         transitions: list[Transition],
         received: dict[str, int],
         letters: list[DeadLetter],
+        silenced: list[Silenced],
     ) -> None:
         try:
             batch: ScoredBatch = SCORED_BATCH.validate_json(record.value or b"")
@@ -413,6 +420,15 @@ class TriggerService:
         flags, kinds, received_at = batch["is_anomaly"], batch["anomaly_type"], batch["received_us"]
         n = len(batch["sensor_id"])
         self.metrics.readings.inc(n)
+        gateways = batch.get("gateways")
+        if gateways:
+            self._gateway_of.update(gateways)
+            companies = batch["company_id"]
+            silenced.extend(
+                Silenced(companies[i], gateways[sid], sid, received_at[i])
+                for i, sid in enumerate(batch["sensor_id"])
+                if kinds[i] == "missing" and values[i] is None and sid in gateways
+            )
         evaluations = 0
         for i, sensor_id in enumerate(batch["sensor_id"]):
             partition_of[sensor_id] = partition
@@ -459,19 +475,18 @@ class TriggerService:
         ]
         await asyncio.gather(*futures)
 
-    async def _apply(self, transitions: list[Transition], received: dict[str, int]) -> None:
+    async def _apply(
+        self,
+        transitions: list[Transition],
+        received: dict[str, int],
+        silenced: list[Silenced] | None = None,
+    ) -> None:
         """Commit transitions, then send their events (the lock is held)."""
-        if not transitions:
+        if not (transitions or silenced):
             return
         opened = [t for t in transitions if isinstance(t, Opened)]
         cleared = [t for t in transitions if isinstance(t, Cleared)]
-        requested_us = _now_us()
-        outbox = [
-            row
-            for o in opened
-            if not o.historical
-            for row in incident_events(o, self.directory, self._topics, requested_us)
-        ]
+        events = IncidentEvents(self.directory, self._topics, _now_us(), self._gateway_of)
         companies = {
             o.trigger_id: self._trigger(o.trigger_id).company_id
             for o in opened
@@ -479,7 +494,13 @@ class TriggerService:
         }
         opened = [o for o in opened if o.trigger_id in companies]
         send, live = await self.store.commit(
-            opened, self.directory.sensors, companies, cleared, outbox
+            opened,
+            self.directory.sensors,
+            companies,
+            cleared,
+            events,
+            silenced=silenced or (),
+            attach_us=round(self.settings.triggers.attach_seconds * 1e6),
         )
         for o in opened:
             self.metrics.incidents.labels("historical" if o.historical else "live").inc()
@@ -497,7 +518,14 @@ class TriggerService:
                 r.topic,
                 r.payload,
                 key=r.key.encode(),
-                headers=[(SCHEMA_HEADER, _schema_of(r.topic, self._topics.workorders_requested))],
+                headers=[
+                    (
+                        SCHEMA_HEADER,
+                        r.schema.encode()
+                        if r.schema
+                        else _schema_of(r.topic, self._topics.workorders_requested),
+                    )
+                ],
             )
             for r in rows
         ]

@@ -18,9 +18,9 @@ import asyncio
 import datetime as dt
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -28,8 +28,13 @@ from pydantic_core import to_json
 
 from tmiot.events import WorkOrderOutcome, from_us
 from triggers.model import Cleared, Opened, SensorInfo
+from triggers.orders import Dispatcher, Silenced, place, record_silences
+
+if TYPE_CHECKING:
+    from triggers.grouping import Decision
 
 __all__ = [
+    "Events",
     "OutboxRow",
     "TriggerStore",
     "prediction_id",
@@ -53,6 +58,14 @@ class OutboxRow:
     topic: str
     key: str
     payload: bytes
+    schema: str | None = None  # the record's tmiot-schema header (None: the topic's default)
+
+
+class Events(Dispatcher, Protocol):
+    """The outbox rows of placed incidents (:class:`triggers.actions.IncidentEvents`)."""
+
+    def events(self, o: Opened, decision: Decision | None) -> list[OutboxRow]:
+        """The rows of a live incident placed as `decision` (None: no work order)."""
 
 
 _INCIDENTS: Final = """
@@ -80,9 +93,9 @@ ON CONFLICT (id) DO NOTHING
 """
 
 _OUTBOX: Final = """
-INSERT INTO trigger_outbox (id, incident_id, topic, record_key, payload)
+INSERT INTO trigger_outbox (id, incident_id, topic, record_key, payload, record_schema)
 SELECT * FROM unnest(%(id)b::uuid[], %(incident)b::uuid[], %(topic)b::text[], %(key)b::text[],
-                     %(payload)b::bytea[])
+                     %(payload)b::bytea[], %(schema)b::text[])
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -126,6 +139,21 @@ SET outcome = %(outcome)s, outcome_at = %(at)s,
                         THEN 'work_order_resolved' ELSE clear_reason END
 WHERE id = %(id)s
 RETURNING trigger_id::text, sensor_id::text, prediction_id::text, opened_at
+"""
+
+# A work order's outcome closes it, and is the outcome of every incident it gathered.
+_ORDER_OUTCOME: Final = """
+WITH closed AS (
+    UPDATE trigger_work_orders SET closed_at = coalesce(closed_at, %(at)s), outcome = %(outcome)s
+    WHERE id = %(id)s RETURNING id
+)
+UPDATE trigger_incidents
+SET outcome = %(outcome)s, outcome_at = %(at)s,
+    cleared_at = CASE WHEN %(outcome)s = 'resolved' THEN coalesce(cleared_at, %(at)s)
+                      ELSE cleared_at END,
+    clear_reason = CASE WHEN %(outcome)s = 'resolved' AND cleared_at IS NULL
+                        THEN 'work_order_resolved' ELSE clear_reason END
+WHERE work_order_id IN (SELECT id FROM closed) AND id <> %(id)s AND outcome IS NULL
 """
 
 _FALSE_POSITIVE_RATE: Final = """
@@ -200,22 +228,29 @@ class TriggerStore:
             )
             return [(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
 
-    async def commit(
+    async def commit(  # noqa: PLR0913 - one poll's whole outcome, written at once
         self,
         opened: list[Opened],
         sensors: Mapping[str, SensorInfo],
         companies: Mapping[str, str],
         cleared: list[Cleared],
-        outbox: list[OutboxRow],
+        events: Events,
+        *,
+        silenced: Sequence[Silenced] = (),
+        attach_us: int = 86_400_000_000,
     ) -> tuple[list[OutboxRow], int]:
         """Write one poll's incidents in a transaction; the outbox rows to send and new incidents.
 
         `companies` maps trigger id to company id. Only incidents not already in
-        the table add their outbox rows, predictions and trigger counters.
+        the table are placed (:mod:`triggers.orders`: a new work order, or joining an
+        open one of their equipment or gateway) and add their outbox rows,
+        predictions and trigger counters. `silenced`: sensors behind gateways newly
+        reported silent (the peers of a gateway's silence).
         """
-        if not (opened or cleared):
+        if not (opened or cleared or silenced):
             return [], 0
         async with self._conn.transaction(), self._conn.cursor() as cur:
+            await record_silences(cur, silenced)
             inserted: set[str] = set()
             # Predictions first (incidents reference them); their ids are stable too.
             forecasts = [o for o in opened if o.forecast is not None]
@@ -239,7 +274,8 @@ class TriggerStore:
                         "last": [from_us(last[t]) for t in per],
                     },
                 )
-            send = [r for r in outbox if r.incident_id in inserted]
+            decisions = await place(cur, live, sensors, events, attach_us) if live else {}
+            send = [r for o in live for r in events.events(o, decisions.get(o.key))]
             if send:
                 await cur.execute(
                     _OUTBOX,
@@ -249,6 +285,7 @@ class TriggerStore:
                         "topic": [r.topic for r in send],
                         "key": [r.key for r in send],
                         "payload": [r.payload for r in send],
+                        "schema": [r.schema for r in send],
                     },
                 )
             if cleared:
@@ -304,11 +341,14 @@ class TriggerStore:
         """Outbox rows committed before `older_than` and never acknowledged by Kafka."""
         async with self._conn.transaction(), self._conn.cursor() as cur:
             await cur.execute(
-                "SELECT id::text, incident_id::text, topic, record_key, payload FROM trigger_outbox"
+                "SELECT id::text, incident_id::text, topic, record_key, payload, record_schema"
+                " FROM trigger_outbox"
                 " WHERE sent_at IS NULL AND created_at < %s ORDER BY created_at LIMIT %s",
                 (older_than, limit),
             )
-            return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in await cur.fetchall()]
+            return [
+                OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in await cur.fetchall()
+            ]
 
     async def mark_sent(self, ids: list[str]) -> None:
         """Kafka acknowledged these outbox rows."""
@@ -332,6 +372,9 @@ class TriggerStore:
             if row is None:
                 return None
             trigger, sensor, prediction, opened_at = row
+            await cur.execute(
+                _ORDER_OUTCOME, {"outcome": outcome.outcome, "at": outcome.at, "id": key}
+            )
             await cur.execute(_FALSE_POSITIVE_RATE, {"trigger": trigger})
             if prediction is not None:
                 await cur.execute(

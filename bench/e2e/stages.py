@@ -293,10 +293,10 @@ def triggers(sensors: int = 10_000, readings: int = 200_000) -> Limit:
     # service has; the second half is timed.
     half = len(records) // 2
     for rec in records[:half]:
-        service._evaluate(rec, now_us, transitions, {}, [])  # noqa: SLF001 - the real hot path
+        service._evaluate(rec, now_us, transitions, {}, [], [])  # noqa: SLF001 - the real hot path
     charge = _Charge()
     for rec in records[half:]:
-        service._evaluate(rec, now_us, transitions, {}, [])  # noqa: SLF001
+        service._evaluate(rec, now_us, transitions, {}, [], [])  # noqa: SLF001
     return charge.limit((len(records) - half) * 1000)
 
 

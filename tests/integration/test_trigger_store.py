@@ -13,8 +13,25 @@ from tmiot.config import DatabaseSettings
 from tmiot.db import conninfo
 from tmiot.events import WorkOrderOutcome, to_us
 from triggers.directory import audit_changes, load_directory
+from triggers.grouping import Decision
 from triggers.model import Cleared, Evidence, Forecast, Opened, incident_key
 from triggers.store import OutboxRow, TriggerStore, prediction_id
+
+
+class _Rows:
+    """Events of placed incidents: one row each (the unit here is the store)."""
+
+    # Protocol methods: the arguments are part of the interface, unused here.
+    # ruff: noqa: ARG002
+
+    def wants_order(self, o: Opened) -> bool:
+        return True
+
+    def gateway(self, sensor_id: str) -> str | None:
+        return None
+
+    def events(self, o: Opened, decision: Decision | None) -> list[OutboxRow]:
+        return [OutboxRow(o.key, o.key, "wo", o.key, b"{}")]
 
 
 def _trigger(  # noqa: PLR0913 - one keyword per column that matters
@@ -198,7 +215,7 @@ async def test_store_writes_each_incident_once_and_keeps_feedback(  # noqa: PLR0
             summary="above 80",
             evidence=evidence,
         )
-        outbox = [OutboxRow(key, key, "wo", key, b"{}")]
+        outbox = _Rows()
         companies = {trigger: a.company_id}
         send, new = await store.commit([live, old], directory.sensors, companies, [], outbox)
         assert (len(send), new) == (1, 1)
@@ -221,6 +238,10 @@ async def test_store_writes_each_incident_once_and_keeps_feedback(  # noqa: PLR0
             )
         ).fetchall()
         assert incidents == [(old_key, True, None), (key, False, prediction_id(key))]
+        orders = await (
+            await conn.execute("SELECT id::text, subject_kind FROM trigger_work_orders")
+        ).fetchall()
+        assert orders == [(key, "equipment")]  # the live incident's work order
         prediction = await (
             await conn.execute(
                 "SELECT severity::text, recommended_action::text, confidence_score::float8,"
@@ -264,8 +285,8 @@ async def test_store_writes_each_incident_once_and_keeps_feedback(  # noqa: PLR0
 
         # Clearing is idempotent too; a checkpoint round-trips states and offsets.
         cleared = Cleared(key, trigger, sensor, opened_us + 1, "condition_cleared")
-        await store.commit([], directory.sensors, companies, [cleared], [])
-        await store.commit([], directory.sensors, companies, [cleared], [])
+        await store.commit([], directory.sensors, companies, [cleared], outbox)
+        await store.commit([], directory.sensors, companies, [cleared], outbox)
         state = {"open": key, "n": 3}
         await store.checkpoint({2: 41}, {(trigger, sensor): state}, {sensor: 2})
         offset, states = await store.load_partition(2)

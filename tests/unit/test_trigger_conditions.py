@@ -70,7 +70,7 @@ def test_defaults():
     assert (cond.cooldown_seconds, cond.min_hold_seconds, cond.hysteresis) == (3600.0, 300.0, 0.0)
     anomaly = parse_condition("anomaly_detected", {})
     assert isinstance(anomaly, AnomalyDetected)
-    assert (anomaly.min_score, anomaly.count, anomaly.window_seconds) == (0.5, 1, 3600.0)
+    assert (anomaly.min_score, anomaly.count, anomaly.window_seconds) == (None, 1, 3600.0)
     assert anomaly.anomaly_types is None
     forecast = parse_condition("maintenance_due", {"mode": "forecast"})
     assert isinstance(forecast, TrendForecast)

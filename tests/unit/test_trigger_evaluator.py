@@ -323,6 +323,28 @@ def test_anomaly_detected_filters_types_and_clears_after_the_window():
     assert out[0].summary == "2 anomalies (spike, score >= 0.80) within 10 min (max score 0.95)"
 
 
+def test_anomaly_detected_by_default_counts_flagged_readings_and_never_silence():
+    ev = Evaluator()
+    trig = trigger("anomaly_detected", {"count": 2, "window_seconds": 600})
+    obs = [
+        reading(T0, 9.0, 0.9),  # a high score the detector did not flag
+        reading(T0 + 60 * S, None, 1.0, "missing"),  # silence: its own pattern
+        reading(T0 + 120 * S, 9.0, 0.4, "spike"),  # flagged
+        reading(T0 + 180 * S, None, 1.0, "missing"),
+        reading(T0 + 240 * S, 9.0, 0.38, "noise"),  # flagged
+    ]
+    out = [t for r in obs for t in ev.observe(trig, SENSOR, r, r.ts_us)]
+    assert events(out) == [("open", 240)]
+    assert isinstance(out[0], Opened)
+    assert out[0].summary == "2 anomalies (any type, flagged) within 10 min (max score 0.40)"
+    listed = trigger(
+        "anomaly_detected", {"anomaly_types": ["missing"], "count": 2, "window_seconds": 600}
+    )
+    again = Evaluator()
+    out = [t for r in obs for t in again.observe(listed, SENSOR, r, r.ts_us)]
+    assert events(out) == [("open", 180)]
+
+
 def test_repeated_drift():
     ev = Evaluator()
     trig = trigger("pattern_detected", {"pattern": "repeated_drift", "count": 2})
@@ -374,12 +396,27 @@ def test_missing_pattern_fires_from_tick():
     assert events(feed(ev, trig, [(T0 + 3000 * S, 20.0)])) == [("clear:condition_cleared", 3000)]
 
 
-def test_short_missing_pattern_fires_on_the_missing_event():
-    ev = Evaluator()
+def test_short_missing_pattern_fires_a_settle_after_the_missing_event():
+    ev = Evaluator(settle_seconds=60)
     trig = trigger("pattern_detected", {"pattern": "missing", "for_seconds": 60})
     feed(ev, trig, minutes([20.0] * 3))
     silent = reading(T0 + 301 * S, None, 1.0, "missing", received_us=T0 + 120 * S)
-    assert events(ev.observe(trig, SENSOR, silent, T0 + 301 * S)) == [("open", 301)]
+    assert ev.observe(trig, SENSOR, silent, T0 + 301 * S) == []
+    # The other sensors of a gateway report their silence within the settle: one incident.
+    assert ev.tick(T0 + 360 * S, {"t1": trig}, {"s1": SENSOR}) == []
+    assert events(ev.tick(T0 + 361 * S, {"t1": trig}, {"s1": SENSOR})) == [("open", 361)]
+    assert ev.tick(T0 + 10_000 * S, {"t1": trig}, {"s1": SENSOR}) == []
+
+
+def test_a_store_and_forward_upload_of_older_readings_ends_the_silence():
+    ev = Evaluator()
+    trig = trigger("pattern_detected", {"pattern": "missing", "for_seconds": 1800})
+    feed(ev, trig, minutes([20.0] * 3))
+    silent = reading(T0 + 1000 * S, None, 1.0, "missing", received_us=T0 + 200 * S)
+    ev.observe(trig, SENSOR, silent, T0 + 1000 * S)
+    # Taken at 900 s, before the silence was reported, delivered at 1100 s.
+    late = reading(T0 + 900 * S, 20.0, received_us=T0 + 1100 * S)
+    ev.observe(trig, SENSOR, late, T0 + 1100 * S)
     assert ev.tick(T0 + 10_000 * S, {"t1": trig}, {"s1": SENSOR}) == []
 
 
