@@ -146,8 +146,12 @@ async def consume_until(
     done: Callable[[list[Record]], bool],
     *,
     deadline_s: float = 30.0,
+    beats: bool = False,
 ) -> list[Record]:
-    """Read `topic` from the start until `done(records)` holds; fail at the deadline."""
+    """Read `topic` from the start until `done(records)` holds; fail at the deadline.
+
+    Ingest's heartbeats (raw records with no readings) are left out unless `beats`.
+    """
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -165,6 +169,7 @@ async def consume_until(
                     records.extend(
                         Record(tp.partition, m.offset, m.key, m.value, dict(m.headers))
                         for m in msgs
+                        if beats or b'"beat":' not in (m.value or b"")
                     )
     except TimeoutError:
         pytest.fail(f"{topic}: condition not met within {deadline_s} s ({len(records)} records)")

@@ -57,6 +57,7 @@ _TOPIC_KINDS: Final = {
     "WORKORDERS_REQUESTED": "wo",
     "WORKORDERS_OUTCOMES": "outcomes",
     "NOTIFICATIONS_REQUESTED": "notify",
+    "PIPELINE_HEALTH": "health",
 }
 
 
