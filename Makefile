@@ -124,5 +124,9 @@ nab-ablation: install ## Each detector constant moved alone, scored held out as 
 	$(BIN)/python -m bench.nab_ablation --nab $(NAB)
 
 .PHONY: bench-detect
-bench-detect: install ## Detector on simulated fleet data: precision/recall per type, updates/s, bytes/sensor -> bench/results/detect.md
+bench-detect: install ## Work orders per incident, per scenario, simulated fleet through scoring and triggers -> bench/results/workorders.{md,json}
+	$(BIN)/python -m bench.bench_workorders $(BENCH_DETECT_ARGS)
+
+.PHONY: bench-detect-readings
+bench-detect-readings: install ## Detector alone on simulated fleet data: precision/recall per reading, updates/s, bytes/sensor -> bench/results/detect.md
 	$(BIN)/python bench/bench_detect_sim.py

@@ -6,7 +6,11 @@
   found through the sensor's offline mark in the scored stream, which the demo
   collects). Precision: the flagged episodes (runs of flagged readings of a
   sensor less than the grace apart) that overlap an injected anomaly.
-- Work orders per incident, and the latency from publishing the reading that
+- Work orders against the ground truth: a work order is *true* when an injected
+  anomaly (a short ``missing`` dropout is not a fault) on its sensor's equipment
+  spans its opening, plus ``WORK_ORDER_GRACE``; precision, recall per type (an
+  anomaly whose sensor's incident requested or joined a work order), false work
+  orders per 1,000 sensor-days; and the latency from publishing the reading that
   opened an incident to receiving its work-order event.
 - Per affected sensor: readings, anomaly scores, the injected windows and the
   work orders, as a PNG and an HTML page, plus an ``index.html``.
@@ -32,6 +36,7 @@ from tmiot.simulate.ground_truth import GroundTruth
 __all__ = ["Reading", "Summary", "WorkOrder", "summarise", "write_pictures"]
 
 GRACE: Final = dt.timedelta(minutes=30)
+WORK_ORDER_GRACE: Final = dt.timedelta(hours=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +50,7 @@ class Reading:
     anomaly_type: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkOrder:
     """A work-order event as received."""
 
@@ -54,6 +59,8 @@ class WorkOrder:
     opened_at: dt.datetime
     received_at: dt.datetime
     published_at: dt.datetime  # when the opening reading was published (the pace's clock)
+    update: bool = False  # an incident that joined an open work order (workorders.updated)
+    true: bool | None = None  # judged by summarise()
 
 
 @dataclass(slots=True)
@@ -67,6 +74,11 @@ class Summary:
     true_episodes: int = 0
     incidents: int = 0
     work_orders: int = 0
+    updates: int = 0
+    true_orders: int = 0
+    faults: int = 0
+    recalled: dict[str, tuple[int, int]] = field(default_factory=dict)  # type -> (got, injected)
+    sensor_days: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -82,10 +94,23 @@ class Summary:
                 f"  precision: {self.true_episodes} of {self.episodes} flagged episodes"
                 f" overlap an injected anomaly ({share:.0%})"
             )
-        per = self.work_orders / self.incidents if self.incidents else 0.0
+        false = self.work_orders - self.true_orders
         out.append(
-            f"incidents {self.incidents}, work orders {self.work_orders} ({per:.2f} per incident)"
+            f"work orders: {self.faults} faults injected, {self.work_orders} work orders"
+            f" ({self.true_orders} true, {false} false), {self.updates} incidents joined an open"
+            f" work order; {self.incidents} incidents"
         )
+        if self.work_orders:
+            out.append(f"  precision {self.true_orders / self.work_orders:.0%}")
+        out += [
+            f"  recall {kind:8} {got} / {n}" for kind, (got, n) in sorted(self.recalled.items())
+        ]
+        if self.sensor_days:
+            out.append(
+                f"  false work orders per 1,000 sensor-days: {1000 * false / self.sensor_days:.1f}"
+                f" ({self.sensor_days:.1f} sensor-days simulated: one false work order is"
+                f" {1000 / self.sensor_days:.1f})"
+            )
         if self.latency_ms:
             lat = self.latency_ms
             out.append(
@@ -116,12 +141,42 @@ def summarise(  # noqa: PLR0913 - everything the summary is made of
     timed: Sequence[WorkOrder],
     incidents: int,
     published: int,
+    equipment: dict[str, str] | None = None,
+    sensor_days: float = 0.0,
 ) -> Summary:
-    """Compare what the pipeline flagged with what the simulator injected.
+    """Compare what the pipeline flagged and ordered with what the simulator injected.
 
-    `timed`: the work orders whose latency is reported (those a reading opens at once).
+    `timed`: the work orders whose latency is reported (those a reading opens at once);
+    `equipment`: each sensor's equipment (a work order is for the equipment). Sets each
+    work order's ``true``.
     """
-    s = Summary(readings_published=published, incidents=incidents, work_orders=len(work_orders))
+    requests = [w for w in work_orders if not w.update]
+    s = Summary(
+        readings_published=published,
+        incidents=incidents,
+        work_orders=len(requests),
+        updates=len(work_orders) - len(requests),
+        sensor_days=sensor_days,
+    )
+    unit = equipment or {}
+    faults = [t for t in truth if t.anomaly_type.value != "missing"]
+    s.faults = len(faults)
+    for w in requests:
+        w.true = any(
+            unit.get(t.sensor_id, t.sensor_id) == unit.get(w.sensor_id, w.sensor_id)
+            and t.start <= w.opened_at <= t.end + WORK_ORDER_GRACE
+            for t in faults
+        )
+    s.true_orders = sum(bool(w.true) for w in requests)
+    recalled: dict[str, list[int]] = {}
+    for t in faults:
+        tally = recalled.setdefault(t.anomaly_type.value, [0, 0])
+        tally[1] += 1
+        tally[0] += any(
+            w.sensor_id == t.sensor_id and t.start <= w.opened_at <= t.end + WORK_ORDER_GRACE
+            for w in work_orders
+        )
+    s.recalled = {k: (v[0], v[1]) for k, v in recalled.items()}
     s.readings_written = sum(len(v) for v in readings.values())
     found: dict[str, list[int]] = {}
     for t in truth:
@@ -199,9 +254,18 @@ def write_pictures(  # noqa: PLR0913 - the report's inputs
                 )
         for w in work_orders:
             if w.sensor_id == sensor_id:
+                false = w.true is False
                 for ax in (top, bottom):
-                    ax.axvline(w.opened_at, color="#2ca02c", lw=1.2)
-        top.set_title(f"{name}: injected anomalies (amber), work orders (green)")
+                    ax.axvline(
+                        w.opened_at,
+                        color="#d62728" if false else "#2ca02c",
+                        lw=1.2,
+                        ls="--" if false or w.update else "-",
+                    )
+        top.set_title(
+            f"{name}: injected anomalies (amber), work orders (green: true, red dashed: false;"
+            " dashed green: joined an open one)"
+        )
         top.legend(loc="upper left", fontsize=8)
         bottom.set_ylim(0, 1)
         bottom.legend(loc="upper left", fontsize=8)
@@ -230,7 +294,7 @@ def _page(name: str, png: str, truth: Sequence[GroundTruth], orders: Sequence[Wo
         f"<td>{t.end:%H:%M:%S}</td></tr>"
         for t in truth
     ) + "".join(
-        f"<tr><td>work order {html.escape(w.trigger_number)}</td><td>{w.opened_at:%H:%M:%S}</td>"
+        f"<tr><td>{_what(w)} {html.escape(w.trigger_number)}</td><td>{w.opened_at:%H:%M:%S}</td>"
         f"<td>received {w.received_at:%H:%M:%S}</td></tr>"
         for w in orders
     )
@@ -240,3 +304,11 @@ def _page(name: str, png: str, truth: Sequence[GroundTruth], orders: Sequence[Wo
         f"<table border=1 cellpadding=4><tr><th>what</th><th>from</th><th>to</th></tr>{rows}"
         "</table>"
     )
+
+
+def _what(w: WorkOrder) -> str:
+    if w.update:
+        return "joined work order"
+    if w.true is None:
+        return "work order"
+    return "work order (true)" if w.true else "FALSE work order"

@@ -28,10 +28,11 @@ from rich.table import Table
 from tmiot.config import Settings
 from tmiot.db import apply_schema, conninfo, create_database_if_missing
 from tmiot.demo.report import Reading, WorkOrder, summarise, write_pictures
+from tmiot.demo.triggers import FLEET_TRIGGERS
 from tmiot.errors import ServiceError
 from tmiot.kafka import client_options, ensure_topics
 from tmiot.services import ServiceManager
-from tmiot.simulate.fleet import Fleet, register_fleet
+from tmiot.simulate.fleet import SENSORS_PER_EQUIPMENT, Fleet, register_fleet
 from tmiot.simulate.ground_truth import ground_truth, write_ground_truth
 from tmiot.simulate.publisher import PublishOptions, publish_fleet, simulated_window
 from tmiot.simulate.signals import schedule_anomalies, to_ms
@@ -39,31 +40,6 @@ from tmiot.simulate.signals import schedule_anomalies, to_ms
 __all__ = ["run"]
 
 PORTS: Final = {"ingest": 9108, "stream": 9109, "triggers": 9110}
-_TRIGGERS: Final = (
-    # number, name, condition type, conditions, per sensor type (None: the whole fleet)
-    ("DEMO-ANOMALY", "Anomalies", "anomaly_detected", {"min_score": 0.5}, None),
-    ("DEMO-HOT", "Too hot", "threshold_exceeded", {"above": 32, "hysteresis": 1}, "temperature"),
-    (
-        "DEMO-SILENT",
-        "Sensor silent",
-        "pattern_detected",
-        {"pattern": "missing", "for_seconds": 600},
-        None,
-    ),
-    (
-        "DEMO-WEAR",
-        "Wear forecast",
-        "maintenance_due",
-        {
-            "mode": "forecast",
-            "horizon_hours": 72,
-            "window_seconds": 86400,
-            "min_readings": 20,
-            "min_r2": 0.5,
-        },
-        "air_quality",
-    ),
-)
 
 
 @dataclass(slots=True)
@@ -81,7 +57,7 @@ def _register_triggers(settings: Settings, fleet: Fleet) -> None:
         by_type.setdefault(s.sensor_type.value, []).append(s.sensor_id)
     stamp = fleet.company_id[:8]
     with psycopg.connect(conninfo(settings.database), autocommit=True) as conn:
-        for number, name, kind, conditions, sensor_type in _TRIGGERS:
+        for number, name, kind, conditions, sensor_type in FLEET_TRIGGERS:
             targets: list[str | None] = (
                 [None] if sensor_type is None else list(by_type[sensor_type])
             )
@@ -381,14 +357,19 @@ async def _demo(args: argparse.Namespace, settings: Settings, console: Console) 
             published_at=dt.datetime.fromtimestamp(
                 started + (to_ms(opened) - to_ms(window.start)) / 1000 / scale, dt.UTC
             ),
+            update=w.get("event") == "updated",
         )
         for w, received in zip(seen.work_orders, seen.received, strict=True)
     ]
     # Latency is publish -> work order for the triggers a reading opens at once; silence
     # and forecast triggers open later by design.
     reading_driven = [
-        o for o in orders if o.trigger_number.startswith(("DEMO-ANOMALY", "DEMO-HOT"))
+        o
+        for o in orders
+        if o.trigger_number.startswith(("DEMO-BAND", "DEMO-ERRATIC")) and not o.update
     ]
+    equipment = {s.sensor_id: str(s.index // SENSORS_PER_EQUIPMENT) for s in fleet.sensors}
+    days = (window.end - window.start).total_seconds() / 86_400
     summary = summarise(
         truth,
         readings,
@@ -397,6 +378,8 @@ async def _demo(args: argparse.Namespace, settings: Settings, console: Console) 
         timed=reading_driven,
         incidents=incidents,
         published=published,
+        equipment=equipment,
+        sensor_days=len(fleet.sensors) * days,
     )
     lines = summary.lines()
     for line in lines:
