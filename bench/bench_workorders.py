@@ -145,6 +145,7 @@ class Outcome:
     faults: list[Fault] = field(default_factory=list)
     health_events: int = 0
     missing_events: int = 0
+    outage_orders: int | None = None  # false work orders opened in an outage or the hour after
     seconds: float = 0.0
 
 
@@ -200,10 +201,15 @@ def _faults(sc: Scenario, injections: list[Injection], days: float) -> list[Faul
             return a.end_ms < cut or a.start_ms > cut + round(hours * 3.6e6)
         return True
 
+    fault_at = (
+        None if sc.equipment_fault is None else start + round(sc.equipment_fault * 86_400_000)
+    )
     out = [
         Fault(a.anomaly_type.value, (a.sensor,), a.start_ms, a.end_ms)
         for a in injections
-        if a.anomaly_type is not AnomalyType.MISSING and delivered(a)
+        if a.anomaly_type is not AnomalyType.MISSING
+        and delivered(a)
+        and a.start_ms != fault_at  # the equipment fault's own drops: one fault, below
     ]
     if sc.gateway_offline is not None:
         day, hours = sc.gateway_offline
@@ -414,6 +420,12 @@ def run(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one simulation loop, top to 
         if progress is not None and now >= next_report:
             progress(f"{sc.name}: day {(now - to_ms(START)) / 86_400_000:.1f}/{days:g}")
             next_report = now + 86_400_000
+    if sc.outage is not None:
+        true_keys = {x.key for x in judge(out, 2.0).true_list}
+        out.outage_orders = sum(
+            out_a * 1000 <= x.opened_us <= (out_b + 3_600_000) * 1000 and x.key not in true_keys
+            for x in out.orders
+        )
     out.seconds = time.perf_counter() - started
     return out
 
@@ -432,6 +444,8 @@ class Judged:
     false_per_1000: float
     recall: dict[str, tuple[int, int]]  # kind -> (recalled, faults)
     to_order_min: dict[str, list[float]]
+    true_list: list[Order]
+    orders_per_fault: dict[str, list[int]]  # kind -> work orders each fault's incidents made
 
 
 def _covers(order: Order, f: Fault, grace_ms: int, equipment_of: Callable[[int], str]) -> bool:
@@ -453,14 +467,17 @@ def judge(o: Outcome, grace_hours: float) -> Judged:
     true_orders = [x for x in o.orders if any(_covers(x, f, grace, equipment_of) for f in o.faults)]
     recall: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     waits: dict[str, list[float]] = defaultdict(list)
+    per_fault: dict[str, list[int]] = defaultdict(list)
     for f in o.faults:
         recall[f.kind][1] += 1
-        hits = [
-            x.requested_us / 1000
+        mine = [
+            x
             for x in o.orders
             for s, at in x.incidents
             if s in f.sensors and f.start_ms <= at / 1000 <= f.end_ms + grace
         ]
+        per_fault[f.kind].append(len({x.key for x in mine}))
+        hits = [x.requested_us / 1000 for x in mine]
         if hits:
             recall[f.kind][0] += 1
             waits[f.kind].append(max(0.0, min(hits) - f.start_ms) / 60_000)
@@ -473,6 +490,8 @@ def judge(o: Outcome, grace_hours: float) -> Judged:
         1000 * false / o.sensor_days,
         {k: (v[0], v[1]) for k, v in recall.items()},
         dict(waits),
+        true_orders,
+        dict(per_fault),
     )
 
 
@@ -513,9 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         (
             "| scenario | work orders | true | false | precision | false / 1,000 sensor-days "
             "| recall per fault type | minutes to work order (median) | health events "
-            "| missing events |"
+            "| missing events | false work orders in the outage (+1 h) "
+            "| work orders of the gateway / equipment fault |"
         ),
-        "|---|---:|---:|---:|---:|---:|---|---|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|",
     ]
     for sc in SCENARIOS:
         if args.only and args.only not in sc.name:
@@ -531,10 +551,16 @@ def main(argv: list[str] | None = None) -> int:
         j = judge(o, args.grace_hours)
         recall = ", ".join(f"{k} {r}/{n}" for k, (r, n) in sorted(j.recall.items()))
         waits = ", ".join(f"{k} {_median(v)}" for k, v in sorted(j.to_order_min.items()))
+        grouped = ", ".join(
+            f"{k}: {'/'.join(map(str, v))}"
+            for k, v in sorted(j.orders_per_fault.items())
+            if k in ("gateway offline", "equipment fault")
+        )
         lines.append(
             f"| {sc.name} | {j.orders} | {j.true_orders} | {j.false_orders} "
             f"| {_pct(j.precision)} | {j.false_per_1000:.2f} | {recall} | {waits} "
-            f"| {o.health_events} | {o.missing_events} |"
+            f"| {o.health_events} | {o.missing_events} "
+            f"| {'-' if o.outage_orders is None else o.outage_orders} | {grouped or '-'} |"
         )
         results.append(
             {
@@ -550,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
                 "minutes_to_order": j.to_order_min,
                 "health_events": o.health_events,
                 "missing_events": o.missing_events,
+                "outage_orders": o.outage_orders,
+                "orders_per_fault": j.orders_per_fault,
                 "seconds": round(o.seconds, 1),
             }
         )
