@@ -149,12 +149,12 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _fleet(sensors: int, seed: int) -> SignalBank:
+def _fleet(sensors: int, seed: int, interval_s: int | None) -> SignalBank:
+    """The profiles in turn, each sampled every `interval_s` (None: the type's own, 10-60 s)."""
     kinds = list(SensorType)
-    profiles = [
-        dataclasses.replace(PROFILES[kinds[i % len(kinds)]], sampling_interval_seconds=60)
-        for i in range(sensors)
-    ]
+    profiles = [PROFILES[kinds[i % len(kinds)]] for i in range(sensors)]
+    if interval_s is not None:
+        profiles = [dataclasses.replace(p, sampling_interval_seconds=interval_s) for p in profiles]
     return SignalBank.build(profiles, seed=seed, origin=START)
 
 
@@ -241,7 +241,7 @@ def _injections(sc: Scenario, bank: SignalBank, days: float, seed: int) -> list[
     # Equipment 0 and 1 are kept clean but for the fault, so it is the only one there.
     kept = [a for a in planned if a.sensor >= 2 * PER_EQUIPMENT]
     a = to_ms(START) + round(sc.equipment_fault * 86_400_000)
-    length = ANOMALY_SAMPLES[AnomalyType.DROP] * 60_000
+    length = ANOMALY_SAMPLES[AnomalyType.DROP] * 60_000  # the slowest sensors' 8 readings
     for s in (PER_EQUIPMENT, PER_EQUIPMENT + 1, PER_EQUIPMENT + 2):
         p = bank.profiles[s]
         drop = -(p.baseline - p.alert_threshold_min + p.daily_amplitude + 0.25 * p.daily_amplitude)
@@ -257,12 +257,13 @@ def run(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one simulation loop, top to 
     seed: int,
     triggers: tuple[tuple[str, str, dict[str, Any]], ...] = DEFAULT_TRIGGERS,
     visit_hours: float = 4.0,
+    interval_s: int | None = 60,
     attach_hours: float = 24.0,
     progress: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Run one scenario; every work order the pipeline would request, and the faults."""
     started = time.perf_counter()
-    bank = _fleet(sensors, seed)
+    bank = _fleet(sensors, seed, interval_s)
     injections = _injections(sc, bank, days, seed)
     rx, who, taken, values = _deliveries(sc, bank, injections, days)
     out = Outcome(sc.name, sensors * days, len(rx), faults=_faults(sc, injections, days))
@@ -277,7 +278,7 @@ def run(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one simulation loop, top to 
             f"e{i // PER_EQUIPMENT}",
             f"S-{i}",
             p.sensor_type.value,
-            60,
+            p.sampling_interval_seconds,
             p.alert_threshold_min,
             p.alert_threshold_max,
             p.unit_of_measure,
@@ -286,7 +287,7 @@ def run(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one simulation loop, top to 
         for i, (s, p) in enumerate(zip(ids, bank.profiles, strict=True))
     }
     meta = {
-        s: SensorMeta(p.alert_threshold_min, p.alert_threshold_max, 60)
+        s: SensorMeta(p.alert_threshold_min, p.alert_threshold_max, p.sampling_interval_seconds)
         for s, p in zip(ids, bank.profiles, strict=True)
     }
     specs = {
@@ -512,16 +513,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grace-hours", type=float, default=2.0)
     ap.add_argument("--visit-hours", type=float, default=4.0)
     ap.add_argument("--only", help="run the scenarios whose name contains this")
+    ap.add_argument(
+        "--interval",
+        type=int,
+        default=0,
+        help="every sensor's sampling interval, s (default 0: each type's own, 10-60 s, as the"
+        " demo's fleet)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "workorders")
     args = ap.parse_args(argv)
     results: list[dict[str, Any]] = []
+    sampled = f"every {args.interval} s" if args.interval else "at their type's own interval"
     triggers = "; ".join(f"`{k}` {json.dumps(c)}" for _, k, c in DEFAULT_TRIGGERS)
     lines = [
         "# Work orders per incident: the simulated fleet through scoring and triggers",
         "",
         (
             f"{args.sensors} sensors x {args.days:g} days per scenario "
-            f"({args.sensors * args.days:,.0f} sensor-days), every sensor sampled each 60 s, "
+            f"({args.sensors * args.days:,.0f} sensor-days), sensors sampled "
+            f"{sampled}, "
             f"seed {args.seed} (settings were chosen on seed 3), the triggers of "
             f"tmiot/demo/triggers.py: {triggers}. The FSM closes a work order "
             f"{args.visit_hours:g} h after its request; a work order is true when its equipment "
@@ -546,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             days=args.days,
             seed=args.seed,
             visit_hours=args.visit_hours,
+            interval_s=args.interval or None,
             progress=lambda m: print(m, file=sys.stderr, flush=True),
         )
         j = judge(o, args.grace_hours)

@@ -69,7 +69,8 @@ _HISTORY: Final = 0.5
 _MAX_ABS: Final = 1e100  # readings are clamped to this magnitude
 _XI_MAX: Final = 0.9  # Pareto shape: heavy tails allowed, an infinite mean not
 _QUANTILE_STEP: Final = 0.05  # the tail's threshold moves by this share of the mean excess
-_VERSION: Final = 4
+_VERSION: Final = 5  # 5: a noise alert's persistence (#21)
+_V4: Final = 4  # v4 states load: the same model without it
 _FLOATS: Final = (
     "_level",
     "_anchor",
@@ -88,7 +89,9 @@ _FLOATS: Final = (
 # mean tests, profile slots, the previous reading's time, our floats; then each mean
 # test's mean; then per test (the means, drift, noise) the tail's threshold, mean excess
 # and mean squared excess; then the profile.
-_HEADER: Final = struct.Struct(f"<BQIBIIBHq{len(_FLOATS)}d")
+_HEADER_V4: Final = struct.Struct(f"<BQIBIIBHq{len(_FLOATS)}d")
+# v5 adds, after the previous reading's time, the noise alert's persistence and time.
+_HEADER: Final = struct.Struct(f"<BQIBIIBHqiq{len(_FLOATS)}d")
 
 
 class Verdict(NamedTuple):
@@ -103,6 +106,10 @@ class Verdict(NamedTuple):
 _NONE, _SPIKE, _DROP, _DRIFT, _NOISE = range(5)
 _TYPES: Final = (None, "spike", "drop", "drift", "noise")
 _SUDDEN_TYPES: Final = (_SPIKE, _DROP)
+# Readings in a row a noise alert's test must lead, in its hold-off, to alert again: noise
+# that lasts (a loose contact) is told from a passing burst by a second alert.
+_LASTING: Final = 10
+_LASTING_MS: Final = 300_000  # ... and for 5 minutes: a fast sensor's readings are not independent
 _QUIET: Final = Verdict(0.0, is_anomaly=False, anomaly_type=None)
 
 
@@ -242,6 +249,7 @@ class SensorDetector:
         "_lo",
         "_means",
         "_n",
+        "_persist",
         "_prev",
         "_profile",
         "_quiet",
@@ -249,6 +257,7 @@ class SensorDetector:
         "_repeats",
         "_run",
         "_scale",
+        "_since",
         "_tails",
         "_var_long",
         "_var_short",
@@ -276,6 +285,10 @@ class SensorDetector:
         self._repeats = self._again = self._readings = 0.0  # counts, decayed
         self._held = _NONE  # the type of that alert
         self._quiet = 0  # readings in a row with no test above its threshold, in the hold-off
+        # Readings in a row the noise test led, in a noise alert's hold-off (-1: it alerted
+        # again): noise that lasts is alerted once more, a passing one is not.
+        self._persist = 0
+        self._since = 0  # when that alert was given, ms
         # NaN marks a time-of-day slot not seen yet; array('d') is 8 bytes a slot.
         self._profile = array("d", [math.nan]) * settings.season_bins
 
@@ -387,11 +400,17 @@ class SensorDetector:
                     evidence = _TINY
             if quality is not None:
                 evidence *= 0.0 if quality < 0.0 else 1.0 if quality > 1.0 else quality
+            lasting = False
             if self._holdoff:
                 self._quiet = 0 if evidence else self._quiet + 1
                 self._holdoff = 0 if self._quiet >= k.quiet_readings else self._holdoff - 1
+                if self._held == _NOISE and self._persist >= 0:
+                    led = evidence and test == k.tests - 1
+                    self._persist = self._persist + 1 if led else 0
+                    lasting = self._persist >= _LASTING and ts_ms - self._since >= _LASTING_MS
             if (
                 not self._holdoff
+                or lasting
                 or evidence >= _ESCALATE * self._alerted
                 or (test == k.tests - 1 and self._held in _SUDDEN_TYPES)
             ):
@@ -400,6 +419,8 @@ class SensorDetector:
                 # one that opened as a spike or drop and shows now as noise (its first
                 # readings were only the first of a noisier sensor's).
                 score = evidence / (evidence + k.evidence_half)
+                if lasting:  # noise that lasted its hold-off's quiet span: alerted once more
+                    score = max(score, k.anomaly_threshold)
                 if score >= k.anomaly_threshold:
                     # A mean test that fired on a reading far beyond the mean of its
                     # last few: a sudden change (spike or drop, a step's first reading);
@@ -414,6 +435,8 @@ class SensorDetector:
                     self._held = kind
                     self._quiet = 0
                     self._alerted = evidence
+                    self._persist = -1 if lasting else 0
+                    self._since = ts_ms
                 elif self._holdoff:
                     score = 0.0
 
@@ -500,7 +523,7 @@ class SensorDetector:
         return Verdict(score, is_anomaly=True, anomaly_type=kind)
 
     def dumps(self) -> bytes:
-        """The state as bytes: 129, 8 a mean test, 24 a tail, 8 a profile slot (1,009 default)."""
+        """The state as bytes: 141, 8 a mean test, 24 a tail, 8 a profile slot (1,021 default)."""
         return (
             _HEADER.pack(
                 _VERSION,
@@ -512,6 +535,8 @@ class SensorDetector:
                 len(self._means),
                 len(self._profile),
                 self._last,
+                self._persist,
+                self._since,
                 *(getattr(self, name) for name in _FLOATS),
             )
             + self._means.tobytes()
@@ -530,17 +555,26 @@ class SensorDetector:
         """
         bins = settings.season_bins
         means = len(settings.mean_alphas)
-        size = _HEADER.size + 8 * (means + 3 * (means + 2) + bins)
-        if len(data) != size or data[0] != _VERSION:
+        body = 8 * (means + 3 * (means + 2) + bins)
+        v4 = bool(data) and data[0] == _V4 and len(data) == _HEADER_V4.size + body
+        if not v4 and (len(data) != _HEADER.size + body or data[0] != _VERSION):
             msg = (
                 f"not a detector state v{_VERSION} with {means} mean tests and {bins} profile"
                 f" slots ({len(data)} bytes, version byte {data[:1].hex() or 'missing'})"
             )
             raise ValueError(msg)
-        version, n, holdoff, held, quiet, run, tests, slots, last, *floats = _HEADER.unpack_from(
-            data
-        )
-        if (version, tests, slots) != (_VERSION, means, bins):
+        persist = since = 0
+        if v4:  # the same model, without a noise alert's persistence
+            header = _HEADER_V4
+            version, n, holdoff, held, quiet, run, tests, slots, last, *floats = header.unpack_from(
+                data
+            )
+        else:
+            header = _HEADER
+            version, n, holdoff, held, quiet, run, tests, slots, last, persist, since, *floats = (
+                header.unpack_from(data)
+            )
+        if tests != means or slots != bins:
             msg = (
                 f"detector state v{version} with {tests} mean tests and {slots} slots;"
                 f" expected {means} and {bins}"
@@ -548,10 +582,10 @@ class SensorDetector:
             raise ValueError(msg)
         det = cls(settings)
         det._n, det._holdoff, det._held, det._quiet, det._last = n, holdoff, held, quiet, last
-        det._run = run
+        det._run, det._persist, det._since = run, persist, since
         for name, number in zip(_FLOATS, floats, strict=True):
             setattr(det, name, number)
-        at = _HEADER.size
+        at = header.size
         det._means = array("d", data[at : at + 8 * means])
         at += 8 * means
         det._tails = array("d", data[at : at + 24 * (means + 2)])

@@ -74,7 +74,7 @@ from triggers.windows import MAX_POINTS, Point, State, insert
 
 __all__ = ["MAX_EVIDENCE", "MISSING_FACTOR", "Evaluator"]
 
-MISSING_FACTOR: Final = 3  # the stream reports a sensor missing after 3 sampling intervals
+MISSING_FACTOR: Final = 3  # an older stream sent no last delivery: assume 3 sampling intervals
 _US: Final = 1_000_000
 _REANCHOR: Final = 4  # rebuild a trend's sums when its anchor is this many windows old
 

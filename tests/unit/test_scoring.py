@@ -30,7 +30,7 @@ def test_a_state_that_does_not_load_starts_that_sensor_fresh() -> None:
     scorer = Scorer(DetectorSettings())
     refused = scorer.load(0, {"s": b"not a state"})
     assert list(refused) == ["s"]
-    assert "not a detector state v4" in refused["s"]
+    assert "not a detector state v5" in refused["s"]
     assert len(scorer) == 1
     again = scorer.score(0, _batch("s", [1.0, 2.0, 3.0]), meta)
     assert again.batch["anomaly_score"] == fresh.batch["anomaly_score"]
@@ -50,6 +50,21 @@ def test_a_checkpoint_of_the_previous_detector_version_is_refused_by_name() -> N
         scorer.score(0, _batch("s", [1.0, 2.0, 3.0]), meta).batch["anomaly_score"]
         == (fresh.batch["anomaly_score"])
     )
+
+
+def test_a_checkpoint_of_detector_v4_loads_and_scores_as_v4_did() -> None:
+    # The bytes a v4 detector (#20) checkpointed after 500 readings of this series; v5
+    # adds a noise alert's persistence, which a v4 state lacks (it starts at none).
+    v4 = (Path(__file__).parent / "detector_state_v4.bin").read_bytes()
+    assert (v4[0], len(v4)) == (4, 1009)
+    scorer = Scorer(DetectorSettings())
+    assert scorer.load(0, {"s": v4}) == {}
+    values = [20.0 + (i % 7) / 10 + (5.0 if i == 510 else 0.0) for i in range(500, 520)]
+    batch = _batch("s", values)
+    batch["ts_us"] = [i * 60_000_000 for i in range(500, 520)]
+    scores = scorer.score(0, batch, {"s": SensorMeta(None, None, 60)}).batch["anomaly_score"]
+    # What the v4 detector itself scored on these readings (computed with it, #21).
+    assert scores == [0.0] * 11 + [0.4044, 0.6859] + [0.0] * 7
 
 
 def test_restored_state_continues_where_it_left_off() -> None:
