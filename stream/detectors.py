@@ -405,7 +405,7 @@ class SensorDetector:
                 self._quiet = 0 if evidence else self._quiet + 1
                 self._holdoff = 0 if self._quiet >= k.quiet_readings else self._holdoff - 1
                 if self._held == _NOISE and self._persist >= 0:
-                    led = evidence and test == k.tests - 1
+                    led = evidence > 0.0  # not quiet: the event goes on
                     self._persist = self._persist + 1 if led else 0
                     lasting = self._persist >= _LASTING and ts_ms - self._since >= _LASTING_MS
             if (

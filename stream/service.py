@@ -35,11 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import signal
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
@@ -53,6 +51,7 @@ from pydantic_core import to_json
 
 from stream.metrics import StreamMetrics
 from stream.scoring import Outage, Scored, Scorer, SensorMeta, Silence, Snapshot
+from stream.silence import health_event, missing_batch
 from stream.sink import ReadingsSink
 from stream.transport import StreamApp
 from stream.writer import RowWriter
@@ -65,7 +64,6 @@ from tmiot.events import (
     SCORED_SCHEMA,
     DeadLetter,
     DeadLetterReason,
-    PipelineHealth,
     ReadingBatch,
     ScoredBatch,
     SensorStatusEvent,
@@ -88,7 +86,6 @@ _ANY: Final = TypeAdapter(object)
 # Detector states serialised per buffer (and per tick) while a checkpoint is open:
 # about 20 us each, so a 12,500-sensor partition takes a few dozen buffers.
 _SNAPSHOT_STEP: Final = 1000
-_OUTAGE_NS: Final = uuid.UUID("5d0c7e0a-2b8f-4f51-9a3e-7b1e6c2d4f80")
 
 
 @dataclass(slots=True)
@@ -714,23 +711,15 @@ class StreamWorker:
             )
             if 0 not in self._restored:
                 continue
-            event = PipelineHealth(
-                outage_id=uuid.uuid5(_OUTAGE_NS, f"{self._group}/{outage.since_us}"),
-                cause=outage.cause,
-                since=since,
-                until=from_us(outage.until_us) if outage.until_us else None,
-                live=outage.live,
-                partitions=sorted(outage.partitions),
-                reporter=self._group,
-                detected_at=dt.datetime.now(dt.UTC),
-            )
+            event = health_event(outage, self._group)
+            # Not awaited: Kafka may be the outage; the producer delivers it when it can.
             fut = await self.kafka.send(
                 self._topics.pipeline_health,
                 event.model_dump_json().encode(),
                 key=str(event.outage_id).encode(),
                 headers=[(SCHEMA_HEADER, HEALTH_SCHEMA)],
             )
-            await fut
+            fut.add_done_callback(_health_sent)
 
     async def _publish_missing(self, silent: list[Silence]) -> asyncio.Future[Any]:
         """One scored record of `missing` rows, on the sensors' own partition.
@@ -738,26 +727,7 @@ class StreamWorker:
         ``received_us`` is the sensor's last delivery (when its silence began), and
         ``gateways`` names the gateway of the sensors that delivered through one.
         """
-        n = len(silent)
-        batch: ScoredBatch = {
-            "v": 1,
-            "sensor_id": [s.sensor_id for s in silent],
-            "company_id": [s.company_id for s in silent],
-            "ts_us": [s.at_us for s in silent],
-            "value": [None] * n,
-            "unit": [None] * n,
-            "quality_score": [None] * n,
-            "ambient_temperature": [None] * n,
-            "ambient_humidity": [None] * n,
-            "weather_conditions": [None] * n,
-            "received_us": [s.since_us for s in silent],
-            "anomaly_score": [1.0] * n,
-            "is_anomaly": [True] * n,
-            "anomaly_type": ["missing"] * n,
-        }
-        gateways = {s.sensor_id: s.gateway_id for s in silent if s.gateway_id is not None}
-        if gateways:
-            batch["gateways"] = gateways
+        batch = missing_batch(silent)
         fut: asyncio.Future[Any] = await self.kafka.send(
             self._topics.readings_scored,
             to_json(batch),
@@ -787,6 +757,11 @@ class StreamWorker:
                 self._next_offset.pop(partition, None)
                 self._floor.pop(partition, None)
                 log.info("partition released", partition=partition, sensors=dropped)
+
+
+def _health_sent(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("pipeline.health event not delivered", error=str(fut.exception()))
 
 
 def _merge(records: list[_Record]) -> list[_Record]:

@@ -44,14 +44,19 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from tmiot.config import SilenceSettings
+from tmiot.events import PipelineHealth, ScoredBatch, from_us
 
-__all__ = ["Outage", "Silence", "SilenceWatch"]
+__all__ = ["Outage", "Silence", "SilenceWatch", "health_event", "missing_batch"]
+
+_OUTAGE_NS: Final = uuid.UUID("5d0c7e0a-2b8f-4f51-9a3e-7b1e6c2d4f80")
 
 _US: Final = 1_000_000
 _LEARNED_GAPS: Final = 3  # delivery gaps seen before a sensor's pattern is trusted
@@ -309,3 +314,49 @@ class SilenceWatch:
         """Whether the sensor was reported silent and has not delivered since."""
         s = self._sensors.get(sensor_id)
         return s is not None and s.missing
+
+
+# --- what goes out -------------------------------------------------------------------------
+
+
+def missing_batch(silent: list[Silence]) -> ScoredBatch:
+    """The scored record of `missing` rows for these silences (one partition's).
+
+    ``received_us`` is each sensor's last delivery (when its silence began), and
+    ``gateways`` names the gateway of the sensors that delivered through one.
+    """
+    n = len(silent)
+    batch: ScoredBatch = {
+        "v": 1,
+        "sensor_id": [s.sensor_id for s in silent],
+        "company_id": [s.company_id for s in silent],
+        "ts_us": [s.at_us for s in silent],
+        "value": [None] * n,
+        "unit": [None] * n,
+        "quality_score": [None] * n,
+        "ambient_temperature": [None] * n,
+        "ambient_humidity": [None] * n,
+        "weather_conditions": [None] * n,
+        "received_us": [s.since_us for s in silent],
+        "anomaly_score": [1.0] * n,
+        "is_anomaly": [True] * n,
+        "anomaly_type": ["missing"] * n,
+    }
+    gateways = {s.sensor_id: s.gateway_id for s in silent if s.gateway_id is not None}
+    if gateways:
+        batch["gateways"] = gateways
+    return batch
+
+
+def health_event(outage: Outage, reporter: str) -> PipelineHealth:
+    """The ``pipeline.health`` event of an outage; its id is stable for (reporter, since)."""
+    return PipelineHealth(
+        outage_id=uuid.uuid5(_OUTAGE_NS, f"{reporter}/{outage.since_us}"),
+        cause=outage.cause,
+        since=from_us(outage.since_us),
+        until=from_us(outage.until_us) if outage.until_us else None,
+        live=outage.live,
+        partitions=sorted(outage.partitions),
+        reporter=reporter,
+        detected_at=dt.datetime.now(dt.UTC),
+    )
