@@ -137,23 +137,14 @@ SET outcome = %(outcome)s, outcome_at = %(at)s,
                       ELSE cleared_at END,
     clear_reason = CASE WHEN %(outcome)s = 'resolved' AND cleared_at IS NULL
                         THEN 'work_order_resolved' ELSE clear_reason END
-WHERE id = %(id)s
-RETURNING trigger_id::text, sensor_id::text, prediction_id::text, opened_at
+WHERE id = %(id)s OR (work_order_id = %(id)s AND outcome IS NULL)
+RETURNING id::text, trigger_id::text, sensor_id::text, prediction_id::text, opened_at
 """
 
-# A work order's outcome closes it, and is the outcome of every incident it gathered.
-_ORDER_OUTCOME: Final = """
-WITH closed AS (
-    UPDATE trigger_work_orders SET closed_at = coalesce(closed_at, %(at)s), outcome = %(outcome)s
-    WHERE id = %(id)s RETURNING id
-)
-UPDATE trigger_incidents
-SET outcome = %(outcome)s, outcome_at = %(at)s,
-    cleared_at = CASE WHEN %(outcome)s = 'resolved' THEN coalesce(cleared_at, %(at)s)
-                      ELSE cleared_at END,
-    clear_reason = CASE WHEN %(outcome)s = 'resolved' AND cleared_at IS NULL
-                        THEN 'work_order_resolved' ELSE clear_reason END
-WHERE work_order_id IN (SELECT id FROM closed) AND id <> %(id)s AND outcome IS NULL
+# A work order's outcome closes it (the incidents it gathered share it: _OUTCOME).
+_CLOSE_ORDER: Final = """
+UPDATE trigger_work_orders SET closed_at = coalesce(closed_at, %(at)s), outcome = %(outcome)s
+WHERE id = %(id)s
 """
 
 _FALSE_POSITIVE_RATE: Final = """
@@ -366,16 +357,18 @@ class TriggerStore:
         outcome that were false positives) and the prediction's status and accuracy.
         """
         key = str(outcome.idempotency_key)
+        values = {"outcome": outcome.outcome, "at": outcome.at, "id": key}
         async with self._conn.transaction(), self._conn.cursor() as cur:
-            await cur.execute(_OUTCOME, {"outcome": outcome.outcome, "at": outcome.at, "id": key})
-            row = await cur.fetchone()
+            # The work order's own incident, and those that joined it, share its outcome.
+            await cur.execute(_OUTCOME, values)
+            rows = await cur.fetchall()
+            row = next((r for r in rows if r[0] == key), None)
             if row is None:
                 return None
-            trigger, sensor, prediction, opened_at = row
-            await cur.execute(
-                _ORDER_OUTCOME, {"outcome": outcome.outcome, "at": outcome.at, "id": key}
-            )
-            await cur.execute(_FALSE_POSITIVE_RATE, {"trigger": trigger})
+            _, trigger, sensor, prediction, opened_at = row
+            await cur.execute(_CLOSE_ORDER, values)
+            for gathered in sorted({r[1] for r in rows}):
+                await cur.execute(_FALSE_POSITIVE_RATE, {"trigger": gathered})
             if prediction is not None:
                 await cur.execute(
                     _PREDICTION_OUTCOME,

@@ -11,7 +11,13 @@ import psycopg
 from tests.fix_ingest import register_tenant
 from tmiot.config import DatabaseSettings, TopicSettings
 from tmiot.db import conninfo
-from tmiot.events import WORKORDER_UPDATE_SCHEMA, WorkOrderRequested, WorkOrderUpdated, to_us
+from tmiot.events import (
+    WORKORDER_UPDATE_SCHEMA,
+    WorkOrderOutcome,
+    WorkOrderRequested,
+    WorkOrderUpdated,
+    to_us,
+)
 from triggers.actions import IncidentEvents
 from triggers.directory import load_directory
 from triggers.model import Evidence, Opened, incident_key
@@ -118,6 +124,24 @@ async def test_five_sensors_of_one_equipment_make_one_work_order_across_two_proc
             )
         ).fetchall()
         assert schemas == [(None, 1), (WORKORDER_UPDATE_SCHEMA.decode(), 4)]
+        # The FSM resolves the work order: every gathered incident shares the outcome, the
+        # order is closed, and the next fault of the pump is a new work order.
+        outcome = WorkOrderOutcome(
+            idempotency_key=order, outcome="resolved", at=dt.datetime.now(dt.UTC)
+        )
+        assert await one.record_outcome(outcome) is not None
+        resolved = await (
+            await dconn.execute(
+                "SELECT count(*) FROM trigger_incidents WHERE company_id = %s"
+                " AND outcome = 'resolved' AND clear_reason = 'work_order_resolved'",
+                (tenant.company_id,),
+            )
+        ).fetchone()
+        assert resolved == (5,)
+        later = _incident(triggers[0], tenant.sensors["d0"], now + 60 * _S)
+        (payload,) = await commit(one, [later])
+        fresh = WorkOrderRequested.model_validate_json(payload)  # a request, not an update
+        assert fresh.idempotency_key != order
 
 
 async def test_a_gateways_sensors_silent_together_are_one_gateway_work_order(
