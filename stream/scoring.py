@@ -179,25 +179,18 @@ class Scorer:
         wall: float,
     ) -> None:
         tracks, settings = self._tracks, self._settings
-        beat = batch.get("beat")
-        if beat is not None:
-            self.silence.beat(partition, beat["at_us"], wall, mqtt=beat["mqtt"])
-        delivered = self.silence.delivered
-        gateways = batch.get("gateways") or {}
         dirty = self._dirty.setdefault(partition, set())
         snapshot = self._snapshots.get(partition)
         pending = snapshot.pending if snapshot is not None else None
         if scored is not None:
             out = scored.batch
             scores, flags, kinds = out["anomaly_score"], out["is_anomaly"], out["anomaly_type"]
-        for i, (sensor_id, ts_us, value, quality, company_id, received_us) in enumerate(
+        for i, (sensor_id, ts_us, value, quality) in enumerate(
             zip(
                 batch["sensor_id"],
                 batch["ts_us"],
                 batch["value"],
                 batch["quality_score"],
-                batch["company_id"],
-                batch["received_us"],
                 strict=True,
             )
         ):
@@ -214,18 +207,24 @@ class Scorer:
                 else track.detector.update(ts_us // 1000, value, quality)
             )
             dirty.add(sensor_id)
-            was_missing = delivered(
-                partition, sensor_id, company_id, ts_us, received_us, wall, gateways.get(sensor_id)
-            )
             if scored is None:
                 continue
-            if was_missing:
-                scored.back_online.append(sensor_id)
             scores[i] = verdict.score
             if verdict.is_anomaly and not (m and m.maintenance):
                 flags[i] = True
                 kinds[i] = verdict.anomaly_type
                 scored.anomalies += 1
+        back = self.silence.observe(
+            partition,
+            batch["sensor_id"],
+            batch["company_id"],
+            batch["ts_us"],
+            batch["received_us"],
+            wall,
+            batch.get("gateways"),
+        )
+        if scored is not None:
+            scored.back_online = back
 
     # --- silence -----------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -133,7 +133,7 @@ class SilenceWatch:
 
     # --- what arrives -------------------------------------------------------------------
 
-    def delivered(  # noqa: PLR0913, PLR0917 - one reading's facts, positional on the hot path
+    def delivered(  # noqa: PLR0913, PLR0917 - one reading's facts (tests, examples)
         self,
         partition: int,
         sensor_id: str,
@@ -144,29 +144,70 @@ class SilenceWatch:
         gateway: str | None = None,
     ) -> bool:
         """A reading of `sensor_id` delivered at `received_us`; True if it was missing."""
+        return bool(
+            self.observe(
+                partition,
+                [sensor_id],
+                [company_id],
+                [ts_us],
+                [received_us],
+                wall,
+                {sensor_id: gateway} if gateway is not None else None,
+            )
+        )
+
+    def observe(  # noqa: C901, PLR0912, PLR0913, PLR0917 - the hot loop, in one frame
+        self,
+        partition: int,
+        sensor_ids: Sequence[str],
+        company_ids: Sequence[str],
+        ts_us: Sequence[int],
+        received_us: Sequence[int],
+        wall: float,
+        gateways: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """The deliveries of one raw record, in order; the sensors that were missing."""
+        if not received_us:
+            return []
+        newest = max(received_us)
         lane = self._lanes.get(partition)
-        if lane is None or received_us > lane.now_us:
-            lane = self._advance(partition, received_us, wall)
-        s = self._sensors.get(sensor_id)
-        if s is None:
-            s = self._sensors[sensor_id] = _Sensor(partition)
-        s.company_id = company_id
-        if gateway is not None:
-            s.gateway = gateway
-        s.last_ts_us = max(s.last_ts_us, ts_us)
-        was_missing = s.missing
-        if received_us > s.last_rx_us:
-            # A gap that spans an outage, a silence or this worker's start is not learned.
-            if s.last_rx_us >= lane.start_us and s.last_rx_us and not was_missing:
-                gap = received_us - s.last_rx_us
+        if lane is None:  # judged from its first delivery
+            first = min(received_us)
+            lane = self._lanes[partition] = _Lane(first, wall, first)
+        if newest > lane.now_us:
+            lane = self._advance(partition, newest, wall)
+        sensors, start = self._sensors, lane.start_us
+        back = []
+        for sensor_id, company_id, ts, rx in zip(
+            sensor_ids, company_ids, ts_us, received_us, strict=True
+        ):
+            s = sensors.get(sensor_id)
+            if s is None:
+                s = sensors[sensor_id] = _Sensor(partition)
+            s.company_id = company_id
+            if ts > s.last_ts_us:  # noqa: PLR1730 - a builtin call a reading
+                s.last_ts_us = ts
+            last = s.last_rx_us
+            if rx <= last:
+                continue
+            if s.missing:
+                s.missing = False
+                back.append(sensor_id)
+            elif last >= start and last:
+                # A gap that spans an outage, a silence or this worker's start is not learned.
+                gap = rx - last
                 if gap >= s.gap_us:
                     s.gap_us = gap
                 else:
                     s.gap_us -= round((s.gap_us - gap) * _GAP_DECAY)
                 s.gaps += 1
-            s.last_rx_us = received_us
-            s.missing = False
-        return was_missing
+            s.last_rx_us = rx
+        if gateways:
+            for sensor_id, gateway in gateways.items():
+                s = sensors.get(sensor_id)
+                if s is not None:
+                    s.gateway = gateway
+        return back
 
     def beat(self, partition: int, at_us: int, wall: float, *, mqtt: bool = True) -> None:
         """An ingest heartbeat on `partition`, sent at `at_us` (ingest's clock)."""

@@ -163,3 +163,12 @@ def test_a_silence_carries_the_gateway_and_the_last_delivery() -> None:
         watch.beat(3, T0 + t * _S, wall=0)
     (s,) = watch.find_silent({"a": 10}.get, wall=0)
     assert (s.gateway_id, s.since_us, s.partition) == ("gw-7", T0 + 100 * _S, 3)
+
+
+def test_the_gaps_within_a_partitions_first_record_are_learned() -> None:
+    # One record holding a sensor's first ten deliveries, 1 s apart (a backlog, or
+    # records merged by the worker): its pattern is known at once.
+    watch = SilenceWatch(SilenceSettings(learning_seconds=600))
+    times = [T0 + i * _S for i in range(10)]
+    watch.observe(0, ["a"] * 10, ["c1"] * 10, times, times, wall=0)
+    assert [s.sensor_id for s in watch.find_silent({"a": 1}.get, wall=4)] == ["a"]
