@@ -47,7 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -228,11 +228,6 @@ class SilenceWatch:
         if sensor_id not in self._sensors:
             self._sensors[sensor_id] = _Sensor(partition, company_id)
 
-    def forget(self, sensor_ids: Iterable[str]) -> None:
-        """Stop watching these sensors (deleted, or no longer active)."""
-        for sensor_id in sensor_ids:
-            self._sensors.pop(sensor_id, None)
-
     def drop(self, partition: int) -> None:
         """Forget a partition (it moved to another worker)."""
         self._lanes.pop(partition, None)
@@ -350,11 +345,6 @@ class SilenceWatch:
                     )
                 )
         return found
-
-    def is_missing(self, sensor_id: str) -> bool:
-        """Whether the sensor was reported silent and has not delivered since."""
-        s = self._sensors.get(sensor_id)
-        return s is not None and s.missing
 
 
 # --- what goes out -------------------------------------------------------------------------

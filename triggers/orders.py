@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import psycopg
 
 from tmiot.events import from_us
-from triggers.grouping import SAME_SILENCE_US, Attach, Decision, NewOrder, Subject, decide, subjects
+from triggers.grouping import SAME_SILENCE_US, Decision, NewOrder, Subject, decide, subjects
 from triggers.model import Opened, SensorInfo
 
 __all__ = ["Dispatcher", "Silenced", "place", "record_silences"]
@@ -138,8 +138,3 @@ async def place(
         )
         decisions[o.key] = decision
     return decisions
-
-
-def attached_to(decision: Decision | None) -> str | None:
-    """The open work order an incident joined, if it did."""
-    return decision.order if isinstance(decision, Attach) else None
