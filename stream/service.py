@@ -182,6 +182,7 @@ class StreamWorker:
         self._writer: asyncio.Task[None] | None = None
         self._scored_count: int | None = None
         self._meta_loaded = 0.0  # monotonic time of the last full reload of sensor settings
+        self._partition_of: dict[str, int] = {}  # registered sensor -> its raw partition
         self._progress = _Progress()
         self.failure: BaseException | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -685,15 +686,23 @@ class StreamWorker:
             return
         self._meta_loaded = now
         partitions = self.settings.kafka.partitions
+        part = self._partition_of  # murmur2 is pure Python: once per sensor, not per reload
         async with self._lock:
             held = set(self._restored)
-            registered = await self.sink.registered_sensors()
-            mine = {s: c for s, c in registered.items() if partition_for(s, partitions) in held}
-            self.meta = await self.sink.sensor_meta(sorted(set(self.meta) | set(mine)))
-            for sensor_id, company_id in mine.items():
-                self.scorer.silence.expect(
-                    partition_for(sensor_id, partitions), sensor_id, company_id
-                )
+            mine: dict[str, tuple[str, int]] = {}
+            for sensor_id, company_id in (await self.sink.registered_sensors()).items():
+                p = part.get(sensor_id)
+                if p is None:
+                    p = part[sensor_id] = partition_for(sensor_id, partitions)
+                if p in held:
+                    mine[sensor_id] = (company_id, p)
+            meta = await self.sink.sensor_meta(sorted(set(self.meta) | set(mine)))
+            changed = sum(1 for sensor_id, m in meta.items() if self.meta.get(sensor_id, m) != m)
+            self.meta = meta
+            for sensor_id, (company_id, p) in mine.items():
+                self.scorer.silence.expect(p, sensor_id, company_id)
+        if changed:
+            log.info("sensor settings changed", sensors=changed)
 
     async def _report_outages(self, outages: list[Outage]) -> None:
         """Log and count each outage; the holder of partition 0 publishes it, once."""

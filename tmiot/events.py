@@ -364,13 +364,8 @@ class ForecastItem(_Event):
     recommended_action: str
 
 
-class WorkOrderRequested(_Event):
-    """Value of a ``workorders.requested`` record: the FSM should open one work order.
-
-    ``idempotency_key`` is the incident's key: the same incident always carries
-    the same key (a restart or a replay may send it again; the FSM keeps one).
-    The record key is ``idempotency_key``.
-    """
+class _WorkOrderEvent(_Event):
+    """What a work-order request and an update both say: the incident and its evidence."""
 
     v: Literal[1] = 1
     idempotency_key: UUID
@@ -380,13 +375,23 @@ class WorkOrderRequested(_Event):
     sensor_id: UUID
     trigger_id: UUID
     trigger_number: str
+    opened_at: dt.datetime
+    requested_at: dt.datetime
+    evidence: list[EvidenceItem]
+
+
+class WorkOrderRequested(_WorkOrderEvent):
+    """Value of a ``workorders.requested`` record: the FSM should open one work order.
+
+    ``idempotency_key`` is the incident's key: the same incident always carries
+    the same key (a restart or a replay may send it again; the FSM keeps one).
+    The record key is ``idempotency_key``.
+    """
+
     work_order_template_id: UUID | None
     priority_level: str
     title: str
     description: str
-    opened_at: dt.datetime
-    requested_at: dt.datetime
-    evidence: list[EvidenceItem]
     forecast: ForecastItem | None = None
     # What the technician visits: the equipment (default), or a gateway gone offline
     # (``gateway_id``; its silent sensors arrive as updates).
@@ -394,29 +399,19 @@ class WorkOrderRequested(_Event):
     gateway_id: str | None = None
 
 
-class WorkOrderUpdated(_Event):
+class WorkOrderUpdated(_WorkOrderEvent):
     """On ``workorders.requested``, header ``workorders.updated/1``: evidence for an open order.
 
     An incident on the same equipment (or behind the same offline gateway) while
     its work order is open joins that work order instead of requesting another.
-    The record key is the work order's ``idempotency_key``, so the update follows
-    its request on the same partition; ``update_id`` is stable across resends.
+    The record key is the work order's ``idempotency_key`` (the order's, not this
+    incident's), so the update follows its request on the same partition;
+    ``update_id`` is stable across resends.
     """
 
-    v: Literal[1] = 1
     event: Literal["updated"] = "updated"
-    idempotency_key: UUID  # of the WorkOrderRequested it adds to
     update_id: UUID  # uuid5(work order, incident)
-    incident_id: UUID
-    company_id: UUID
-    customer_equipment_id: UUID
-    sensor_id: UUID
-    trigger_id: UUID
-    trigger_number: str
     summary: str
-    opened_at: dt.datetime
-    requested_at: dt.datetime
-    evidence: list[EvidenceItem]
 
 
 class NotificationRequested(_Event):

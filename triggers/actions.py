@@ -70,9 +70,8 @@ class IncidentEvents:
         """The outbox rows of a live incident placed as `decision` (None: no work order)."""
         if isinstance(decision, Attach):
             return _update(o, decision.order, self._directory, self._topics, self._requested_us)
-        gateway = decision.subject.id if isinstance(decision, NewOrder) else None
-        if isinstance(decision, NewOrder) and decision.subject.kind != "gateway":
-            gateway = None
+        gone = isinstance(decision, NewOrder) and decision.subject.kind == "gateway"
+        gateway = decision.subject.id if isinstance(decision, NewOrder) and gone else None
         return incident_events(
             o,
             self._directory,

@@ -93,6 +93,17 @@ async def running(*gateways: Gateway) -> AsyncIterator[None]:
                 h.cancel()
 
 
+def _wait_changes(rig: PipelineRig, n: int, deadline_s: float = 30.0) -> None:
+    """Until the stream logged `n` reloads that changed a sensor's settings."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        text = "".join(p.read_text(errors="replace") for p in rig.logs.glob("stream-*.log"))
+        if text.count("sensor settings changed") >= n:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the stream did not log {n} sensor settings changes\n{rig.log_tail()}")
+
+
 def _missing(scored: list[dict[str, object]]) -> set[str]:
     """Sensors with a `missing` row in these scored records."""
     return {
@@ -202,14 +213,16 @@ async def test_a_sensor_in_maintenance_is_muted_and_scored_again_once_back(
     rig.wait_rows("SELECT count(*) FROM sensor_readings", 300)
     with psycopg.connect(conninfo(rig.db), autocommit=True) as conn:
         conn.execute("UPDATE equipment_sensors SET status = 'maintenance' WHERE id = %s", (sensor,))
-    await asyncio.sleep(4)  # both services reload sensor settings every second
+    _wait_changes(rig, 1)  # the stream reloaded it
+    await asyncio.sleep(2)  # the triggers reload sensors every second too (they log no change)
     muted_at = t0 + dt.timedelta(seconds=2 * 300)
     # After an alert the detector holds off (one event, one alert) for up to 200 readings.
     await rig.publish(tenant.company_id, [("m", muted_at, 80.0), *calm(301, 219)])
     rig.wait_rows("SELECT count(*) FROM sensor_readings", 520)
     with psycopg.connect(conninfo(rig.db), autocommit=True) as conn:
         conn.execute("UPDATE equipment_sensors SET status = 'active' WHERE id = %s", (sensor,))
-    await asyncio.sleep(4)
+    _wait_changes(rig, 2)
+    await asyncio.sleep(2)
     flagged_at = t0 + dt.timedelta(seconds=2 * 520)
     await rig.publish(tenant.company_id, [("m", flagged_at, 80.0), *calm(521, 5)])
     rig.wait_rows("SELECT count(*) FROM sensor_readings", 526)
