@@ -127,6 +127,10 @@ nab-ablation: install ## Each detector constant moved alone, scored held out as 
 bench-detect: install ## Work orders per incident, per scenario, simulated fleet through scoring and triggers -> bench/results/workorders.{md,json}
 	$(BIN)/python -m bench.bench_workorders $(BENCH_DETECT_ARGS)
 
+.PHONY: bench-false-alarms
+bench-false-alarms: install ## A clean fleet's false alarms and work orders per sensor type, judged per reading and per unit of time -> bench/results/false_alarms.md
+	$(BIN)/python -m bench.bench_false_alarms
+
 .PHONY: bench-detect-readings
 bench-detect-readings: install ## Detector alone on simulated fleet data: precision/recall per reading, updates/s, bytes/sensor -> bench/results/detect.md
 	$(BIN)/python bench/bench_detect_sim.py

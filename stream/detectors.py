@@ -69,8 +69,11 @@ _HISTORY: Final = 0.5
 _MAX_ABS: Final = 1e100  # readings are clamped to this magnitude
 _XI_MAX: Final = 0.9  # Pareto shape: heavy tails allowed, an infinite mean not
 _QUANTILE_STEP: Final = 0.05  # the tail's threshold moves by this share of the mean excess
-_VERSION: Final = 5  # 5: a noise alert's persistence (#21)
-_V4: Final = 4  # v4 states load: the same model without it
+# EWMA weight, per reading, of the log of the time between readings (the sensor's pace).
+_PACE_ALPHA: Final = 0.01
+_SECOND_MS: Final = 1000
+_VERSION: Final = 6  # 6: the pace (#21); 5: a noise alert's persistence (#21)
+_V4: Final = 4
 _FLOATS: Final = (
     "_level",
     "_anchor",
@@ -91,7 +94,10 @@ _FLOATS: Final = (
 # and mean squared excess; then the profile.
 _HEADER_V4: Final = struct.Struct(f"<BQIBIIBHq{len(_FLOATS)}d")
 # v5 adds, after the previous reading's time, the noise alert's persistence and time.
-_HEADER: Final = struct.Struct(f"<BQIBIIBHqiq{len(_FLOATS)}d")
+_HEADER_V5: Final = struct.Struct(f"<BQIBIIBHqiq{len(_FLOATS)}d")
+# v6 adds, after the floats, the pace.
+_HEADER: Final = struct.Struct(f"<BQIBIIBHqiq{len(_FLOATS) + 1}d")
+_HEADERS: Final = {4: _HEADER_V4, 5: _HEADER_V5, _VERSION: _HEADER}  # the versions that load
 
 
 class Verdict(NamedTuple):
@@ -106,8 +112,9 @@ class Verdict(NamedTuple):
 _NONE, _SPIKE, _DROP, _DRIFT, _NOISE = range(5)
 _TYPES: Final = (None, "spike", "drop", "drift", "noise")
 _SUDDEN_TYPES: Final = (_SPIKE, _DROP)
-# Readings in a row a noise alert's test must lead, in its hold-off, to alert again: noise
-# that lasts (a loose contact) is told from a passing burst by a second alert.
+# Readings in a row not quiet, in a noise alert's hold-off, to alert again on a reading
+# the noise test leads: noise that lasts (a loose contact) is told from a passing burst
+# by a second alert.
 _LASTING: Final = 10
 _LASTING_MS: Final = 300_000  # ... and for 5 minutes: a fast sensor's readings are not independent
 _QUIET: Final = Verdict(0.0, is_anomaly=False, anomaly_type=None)
@@ -158,6 +165,7 @@ class _Tuning:
         "holdoff_readings",
         "level_alpha",
         "log_q",
+        "log_reference",
         "noise_long_alpha",
         "noise_short_alpha",
         "norms",
@@ -202,6 +210,8 @@ class _Tuning:
         self.warmup_readings = s.warmup_readings
         self.score_from = first_scored(s)
         self.history = _HISTORY
+        reference = s.reference_interval_seconds
+        self.log_reference = log(reference) if reference > 0 else -math.inf
         self.warmup_log = log(s.warmup_readings)
         self.anomaly_threshold = s.anomaly_threshold
         self.holdoff_readings = s.holdoff_readings
@@ -249,6 +259,7 @@ class SensorDetector:
         "_lo",
         "_means",
         "_n",
+        "_pace",
         "_persist",
         "_prev",
         "_profile",
@@ -289,6 +300,7 @@ class SensorDetector:
         # again): noise that lasts is alerted once more, a passing one is not.
         self._persist = 0
         self._since = 0  # when that alert was given, ms
+        self._pace = math.nan  # mean log of the time between readings, s (NaN: not seen)
         # NaN marks a time-of-day slot not seen yet; array('d') is 8 bytes a slot.
         self._profile = array("d", [math.nan]) * settings.season_bins
 
@@ -394,12 +406,20 @@ class SensorDetector:
             if stuck > evidence:
                 evidence = stuck
                 test = k.tests - 1  # a variance gone: noise
+            typed = evidence  # what an event's type is judged on: per reading
             if evidence:
                 evidence -= k.history * (log(n) - k.warmup_log)
                 if evidence < _TINY:  # still above a tail's threshold: not quiet
                     evidence = _TINY
+                typed = evidence
+                if self._pace < k.log_reference:  # sampled faster: judged per unit of time
+                    evidence -= k.log_reference - self._pace
+                    if evidence < _TINY:
+                        evidence = _TINY
             if quality is not None:
-                evidence *= 0.0 if quality < 0.0 else 1.0 if quality > 1.0 else quality
+                weight = 0.0 if quality < 0.0 else 1.0 if quality > 1.0 else quality
+                evidence *= weight
+                typed *= weight
             lasting = False
             if self._holdoff:
                 self._quiet = 0 if evidence else self._quiet + 1
@@ -407,17 +427,21 @@ class SensorDetector:
                 if self._held == _NOISE and self._persist >= 0:
                     led = evidence > 0.0  # not quiet: the event goes on
                     self._persist = self._persist + 1 if led else 0
-                    lasting = self._persist >= _LASTING and ts_ms - self._since >= _LASTING_MS
-            if (
-                not self._holdoff
-                or lasting
-                or evidence >= _ESCALATE * self._alerted
-                or (test == k.tests - 1 and self._held in _SUDDEN_TYPES)
-            ):
+                    lasting = (
+                        self._persist >= _LASTING
+                        and ts_ms - self._since >= _LASTING_MS
+                        and test == k.tests - 1  # the noise test leads it: still noise
+                    )
+            retyped = self._holdoff and test == k.tests - 1 and self._held in _SUDDEN_TYPES
+            if not self._holdoff or lasting or evidence >= _ESCALATE * self._alerted or retyped:
                 # Outside an event; or an event that grew far rarer than when it alerted
                 # (a faint start of a large anomaly must not hide the rest of it); or
                 # one that opened as a spike or drop and shows now as noise (its first
-                # readings were only the first of a noisier sensor's).
+                # readings were only the first of a noisier sensor's: whether there is
+                # an event was judged per unit of time when it opened, what it is is
+                # judged per reading).
+                if retyped:
+                    evidence = typed
                 score = evidence / (evidence + k.evidence_half)
                 if lasting:  # noise that lasted its hold-off's quiet span: alerted once more
                     score = max(score, k.anomaly_threshold)
@@ -470,6 +494,11 @@ class SensorDetector:
             self._lo = value
         if value > self._hi:
             self._hi = value
+        gap = ts_ms - self._last
+        if gap > 0:  # a repeated or late timestamp is no pace; a second is the fastest
+            lg = log(gap / 1000.0) if gap > _SECOND_MS else 0.0
+            pace = self._pace
+            self._pace = lg if isnan(pace) else pace + _PACE_ALPHA * (lg - pace)
         self._n = n + 1
         self._last = ts_ms
 
@@ -538,6 +567,7 @@ class SensorDetector:
                 self._persist,
                 self._since,
                 *(getattr(self, name) for name in _FLOATS),
+                self._pace,
             )
             + self._means.tobytes()
             + self._tails.tobytes()
@@ -556,24 +586,23 @@ class SensorDetector:
         bins = settings.season_bins
         means = len(settings.mean_alphas)
         body = 8 * (means + 3 * (means + 2) + bins)
-        v4 = bool(data) and data[0] == _V4 and len(data) == _HEADER_V4.size + body
-        if not v4 and (len(data) != _HEADER.size + body or data[0] != _VERSION):
+        header = _HEADERS.get(data[0]) if data else None
+        if header is None or len(data) != header.size + body:
             msg = (
                 f"not a detector state v{_VERSION} with {means} mean tests and {bins} profile"
                 f" slots ({len(data)} bytes, version byte {data[:1].hex() or 'missing'})"
             )
             raise ValueError(msg)
+        # v4: the same model without a noise alert's persistence; v5 without the pace.
+        fields = list(header.unpack_from(data))
+        version, n, holdoff, held, quiet, run, tests, slots, last = fields[:9]
         persist = since = 0
-        if v4:  # the same model, without a noise alert's persistence
-            header = _HEADER_V4
-            version, n, holdoff, held, quiet, run, tests, slots, last, *floats = header.unpack_from(
-                data
-            )
-        else:
-            header = _HEADER
-            version, n, holdoff, held, quiet, run, tests, slots, last, persist, since, *floats = (
-                header.unpack_from(data)
-            )
+        pace = math.nan
+        floats = fields[9:]
+        if version > _V4:
+            persist, since, *floats = floats
+        if version == _VERSION:
+            *floats, pace = floats
         if tests != means or slots != bins:
             msg = (
                 f"detector state v{version} with {tests} mean tests and {slots} slots;"
@@ -582,7 +611,7 @@ class SensorDetector:
             raise ValueError(msg)
         det = cls(settings)
         det._n, det._holdoff, det._held, det._quiet, det._last = n, holdoff, held, quiet, last
-        det._run, det._persist, det._since = run, persist, since
+        det._run, det._persist, det._since, det._pace = run, persist, since, pace
         for name, number in zip(_FLOATS, floats, strict=True):
             setattr(det, name, number)
         at = header.size

@@ -124,7 +124,7 @@ class KafkaSettings(_Group):
 
     bootstrap_servers: str = "127.0.0.1:19092"
     security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
-    sasl_mechanism: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     tls: TlsFiles | None = None
@@ -230,6 +230,13 @@ class DetectorSettings(_Group):
     tail_window: Annotated[float, Field(gt=1)] = 7_000.0
     # Evidence (-log tail probability, nats) that maps to score 0.5: e / (e + evidence_half).
     evidence_half: Annotated[float, Field(gt=0)] = 8.0
+    # Evidence is judged per unit of time: a sensor sampled every t < this many seconds
+    # (t from its readings' own timestamps) needs log(reference / t) nats more, so that it
+    # alerts no more often per hour than one sampled at this pace: a 10 s sensor met a
+    # reading as rare as 1 in 10,000 six times as often, and its false noise alerts made
+    # most of a fleet's false work orders (#21, bench/results/false_alarms.md). 0: per reading.
+    # NAB series are sampled every 5 minutes or slower: it does not change their scores.
+    reference_interval_seconds: Annotated[float, Field(ge=0)] = 60.0
     # Readings learned before any score is given (NAB allows 15 % of a file).
     warmup_readings: Annotated[int, Field(ge=2, le=100_000)] = 30
     # Score from which a reading is an anomaly and opens an event (chosen by

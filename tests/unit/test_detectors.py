@@ -161,8 +161,9 @@ def test_non_finite_values_are_ignored() -> None:
     assert det.dumps() == before
 
 
+@pytest.mark.parametrize("step_ms", [STEP_MS, 10_000])  # 10 s: the pace is below the reference
 @pytest.mark.parametrize("cut", [0, 5, 29, 30, 700, 3000, 3105, 3350, 3510])
-def test_restored_detector_continues_exactly(cut: int) -> None:
+def test_restored_detector_continues_exactly(cut: int, step_ms: int) -> None:
     settings = DetectorSettings()
     rng = random.Random(11)  # noqa: S311 - test data, not secrets
     values = [healthy(i, rng) for i in range(3600)]
@@ -174,16 +175,16 @@ def test_restored_detector_continues_exactly(cut: int) -> None:
     for k in range(3500, 3540):
         values[k] += rng.gauss(0.0, 8 * SD)
     whole = SensorDetector(settings)
-    first = [whole.update(i * STEP_MS, v, 0.9, 10.0, 30.0) for i, v in enumerate(values)]
+    first = [whole.update(i * step_ms, v, 0.9, 10.0, 30.0) for i, v in enumerate(values)]
 
     part = SensorDetector(settings)
     for i, v in enumerate(values[:cut]):
-        part.update(i * STEP_MS, v, 0.9, 10.0, 30.0)
+        part.update(i * step_ms, v, 0.9, 10.0, 30.0)
     data = part.dumps()
     restored = SensorDetector.loads(settings, data)
     assert restored.dumps() == data
     second = [
-        restored.update(i * STEP_MS, v, 0.9, 10.0, 30.0) for i, v in enumerate(values) if i >= cut
+        restored.update(i * step_ms, v, 0.9, 10.0, 30.0) for i, v in enumerate(values) if i >= cut
     ]
     assert second == first[cut:]
     assert restored.dumps() == whole.dumps()
@@ -192,8 +193,38 @@ def test_restored_detector_continues_exactly(cut: int) -> None:
 
 def test_state_is_compact() -> None:
     det, _, _ = trained(days=1.0)
-    # 96 profile slots, two mean tests, four tails: 1,021 bytes (issue #20: <= 16 KB).
-    assert len(det.dumps()) == 1021
+    # 96 profile slots, two mean tests, four tails: 1,029 bytes (issue #20: <= 16 KB).
+    assert len(det.dumps()) == 1029
+
+
+def test_a_sensor_sampled_faster_than_the_reference_needs_more_evidence() -> None:
+    # The same readings every 10 s: judged per unit of time (reference 60 s), a spike's
+    # evidence is log(60 / 10) nats less than judged per reading (reference 0).
+    def spike_evidence(reference: float) -> float:
+        det = SensorDetector(DetectorSettings(reference_interval_seconds=reference))
+        rng = random.Random(3)  # noqa: S311 - test data, not secrets
+        for i in range(3000):
+            det.update(i * 10_000, healthy(i, rng))
+        score = det.update(3000 * 10_000, healthy(3000, rng) + 30 * SD).score
+        return 8.0 * score / (1.0 - score)  # evidence_half 8: score = e / (e + 8)
+
+    per_reading, per_minute = spike_evidence(0.0), spike_evidence(60.0)
+    assert per_minute > 0.0
+    assert per_reading - per_minute == pytest.approx(math.log(6.0), abs=0.01)
+
+
+def test_the_pace_is_learned_from_the_readings_own_times() -> None:
+    # A minute's pace (or slower) is not penalised; a late or repeated timestamp is no pace.
+    slow, fast = (SensorDetector(DetectorSettings()) for _ in range(2))
+    rng = random.Random(4)  # noqa: S311 - test data, not secrets
+    values = [healthy(i, rng) for i in range(3000)]
+    for i, v in enumerate(values):
+        slow.update(i * 300_000, v)
+        fast.update(i * 10_000, v)
+        if i % 100 == 0:
+            fast.update(i * 10_000 - 5_000, v)  # a late reading
+    assert slow._pace == pytest.approx(math.log(300.0))  # noqa: SLF001 - the state under test
+    assert fast._pace == pytest.approx(math.log(10.0), abs=0.05)  # noqa: SLF001
 
 
 def test_a_sensor_that_spikes_routinely_stops_alerting_on_its_spikes() -> None:

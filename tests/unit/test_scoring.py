@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from stream.scoring import Scorer, SensorMeta
 from tmiot.config import DetectorSettings, SilenceSettings
 from tmiot.events import ReadingBatch
@@ -30,7 +32,7 @@ def test_a_state_that_does_not_load_starts_that_sensor_fresh() -> None:
     scorer = Scorer(DetectorSettings())
     refused = scorer.load(0, {"s": b"not a state"})
     assert list(refused) == ["s"]
-    assert "not a detector state v5" in refused["s"]
+    assert "not a detector state v6" in refused["s"]
     assert len(scorer) == 1
     again = scorer.score(0, _batch("s", [1.0, 2.0, 3.0]), meta)
     assert again.batch["anomaly_score"] == fresh.batch["anomaly_score"]
@@ -52,18 +54,22 @@ def test_a_checkpoint_of_the_previous_detector_version_is_refused_by_name() -> N
     )
 
 
-def test_a_checkpoint_of_detector_v4_loads_and_scores_as_v4_did() -> None:
-    # The bytes a v4 detector (#20) checkpointed after 500 readings of this series; v5
-    # adds a noise alert's persistence, which a v4 state lacks (it starts at none).
-    v4 = (Path(__file__).parent / "detector_state_v4.bin").read_bytes()
-    assert (v4[0], len(v4)) == (4, 1009)
+@pytest.mark.parametrize(("version", "size"), [(4, 1009), (5, 1021)])
+def test_a_checkpoint_of_detector_v4_or_v5_loads_and_scores_as_they_did(
+    version: int, size: int
+) -> None:
+    # The bytes a v4 detector (#20) and a v5 one (#21) checkpointed after 500 readings of
+    # this series. v5 adds a noise alert's persistence (a v4 state starts at none), v6 the
+    # pace (learned from the next reading: a minute, as the reference, so the same scores).
+    state = (Path(__file__).parent / f"detector_state_v{version}.bin").read_bytes()
+    assert (state[0], len(state)) == (version, size)
     scorer = Scorer(DetectorSettings())
-    assert scorer.load(0, {"s": v4}) == {}
+    assert scorer.load(0, {"s": state}) == {}
     values = [20.0 + (i % 7) / 10 + (5.0 if i == 510 else 0.0) for i in range(500, 520)]
     batch = _batch("s", values)
     batch["ts_us"] = [i * 60_000_000 for i in range(500, 520)]
     scores = scorer.score(0, batch, {"s": SensorMeta(None, None, 60)}).batch["anomaly_score"]
-    # What the v4 detector itself scored on these readings (computed with it, #21).
+    # What the v4 and v5 detectors themselves scored on these readings (computed with them).
     assert scores == [0.0] * 11 + [0.4044, 0.6859] + [0.0] * 7
 
 
