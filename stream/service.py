@@ -70,7 +70,7 @@ from tmiot.events import (
     decode_reading_batch,
     from_us,
 )
-from tmiot.kafka import client_options, ensure_topics, partition_for, producer
+from tmiot.kafka import client_options, ensure_topics, faust_credentials, partition_for, producer
 
 __all__ = ["StreamWorker", "build_app", "run_worker"]
 
@@ -880,6 +880,7 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
         autodiscover=False,
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
+        broker_credentials=faust_credentials(kafka),
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=stream.commit_seconds,
         broker_session_timeout=stream.session_timeout_seconds,

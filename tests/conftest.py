@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fix_stream",
     "tests.fix_pipeline",
     "tests.fix_chaos",
+    "tests.fix_kafka_secure",
 ]
 
 

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tmiot.chaos.pipeline import topics_env
 from tmiot.config import DatabaseSettings, KafkaSettings, MqttSettings
 from tmiot.db import conninfo
-from tmiot.kafka import ensure_topics
+from tmiot.kafka import client_options, ensure_topics
 from tmiot.replay import replay
 
 PARTITIONS = 4
@@ -44,6 +44,17 @@ class PipelineRig:
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     starts: int = 0
+    # Kafka security of the services and of the rig's own clients (None: PLAINTEXT).
+    kafka_security: KafkaSettings | None = None
+    kafka_env: dict[str, str] = field(default_factory=dict)
+
+    def kafka(self) -> KafkaSettings:
+        """The rig's Kafka settings (the services' security, the test's bootstrap)."""
+        if self.kafka_security is not None:
+            return self.kafka_security.model_copy(
+                update={"bootstrap_servers": self.bootstrap, "partitions": PARTITIONS}
+            )
+        return KafkaSettings(bootstrap_servers=self.bootstrap, partitions=PARTITIONS)
 
     def topic(self, kind: str) -> str:
         return f"{kind}.{self.suffix}"
@@ -73,6 +84,7 @@ class PipelineRig:
             "TMIOT_METRICS__ENABLED": "false",
             "TMIOT_LOG__FORMAT": "json",
         }
+        env.update(self.kafka_env)
         env.update(extra)
         return env
 
@@ -157,7 +169,7 @@ class PipelineRig:
         """Every record value (JSON) of a topic from the start; waits for `expect` of them."""
         consumer = AIOKafkaConsumer(
             self.topic(kind),
-            bootstrap_servers=self.bootstrap,
+            **client_options(self.kafka()),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,
@@ -180,7 +192,7 @@ class PipelineRig:
 
     async def replay(self, recording: Path) -> int:
         """Replay a recording of ``sensor.readings.raw`` onto the test's raw topic, at once."""
-        kafka = KafkaSettings(bootstrap_servers=self.bootstrap, partitions=PARTITIONS)
+        kafka = self.kafka()
         await ensure_topics(kafka, [self.topic("raw")])
         count, _ = await replay(
             kafka, recording, topic_map={"sensor.readings.raw": self.topic("raw")}, speed=None
@@ -189,7 +201,7 @@ class PipelineRig:
 
     async def send(self, kind: str, value: bytes, key: bytes | None = None) -> None:
         """Produce one record to one of the test's topics."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        producer = AIOKafkaProducer(**client_options(self.kafka()), acks="all")
         await producer.start()
         try:
             await producer.send_and_wait(self.topic(kind), value, key=key)

@@ -24,6 +24,7 @@ from tmiot.config import Settings, load_settings
 from tmiot.db import apply_schema, create_database_if_missing
 from tmiot.demo import command as demo_command
 from tmiot.errors import ConfigError, TmiotError, leaves
+from tmiot.kafka import KafkaUnavailableError, check_connection
 from tmiot.logs import configure_logging
 from tmiot.replay import configure_parsers as configure_replay_parsers
 from tmiot.runtime import tune_process
@@ -67,6 +68,17 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
     for status in statuses:
         print(status.line())
     return EXIT_OK if all(s.healthy for s in statuses) else EXIT_FAILURE
+
+
+def _check_kafka(settings: Settings) -> None:
+    """Refuse to start on Kafka security settings the cluster refuses (KafkaSecurityError).
+
+    An unreachable cluster is only logged: the services wait for it and reconnect.
+    """
+    try:
+        asyncio.run(check_connection(settings.kafka))
+    except KafkaUnavailableError as exc:
+        structlog.get_logger("tmiot.cli").warning("kafka not reachable yet", error=str(exc))
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -186,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     services.set_defaults(handler=_services)
 
     ingest = sub.add_parser("ingest", help="bridge MQTT gateways into Kafka (runs until stopped)")
-    ingest.set_defaults(handler=_ingest)
+    ingest.set_defaults(handler=_ingest, kafka_check=True)
 
     simulate = sub.add_parser(
         "simulate",
@@ -210,14 +222,14 @@ def _parser() -> argparse.ArgumentParser:
         "stream",
         help="score readings for anomalies and write them to the database (runs until stopped)",
     )
-    stream.set_defaults(handler=_stream)
+    stream.set_defaults(handler=_stream, kafka_check=True)
 
     triggers = sub.add_parser(
         "triggers",
         help="evaluate automated_service_triggers on the scored stream and emit work orders "
         "(runs until stopped)",
     )
-    triggers.set_defaults(handler=_triggers)
+    triggers.set_defaults(handler=_triggers, kafka_check=True)
 
     configure_replay_parsers(sub)
 
@@ -237,7 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument(
         "--warmup-hours", type=float, default=24.0, help="detector warm-up before --since"
     )
-    backtest.set_defaults(handler=_backtest)
+    backtest.set_defaults(handler=_backtest, kafka_check=True)
 
     demo = sub.add_parser(
         "demo",
@@ -268,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_process(settings.runtime)
     handler: Handler = args.handler
     try:
+        if getattr(args, "kafka_check", False):
+            _check_kafka(settings)
         return handler(args, settings)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -6,23 +6,39 @@ Every service gets its producer and consumer options here, so that security
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.partitioner import murmur2
 
 from tmiot.config import KafkaSecurityProtocol, KafkaSettings
 from tmiot.errors import TmiotError
 
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
+
 __all__ = [
+    "KafkaSecurityError",
     "KafkaUnavailableError",
+    "check_connection",
     "client_options",
     "ensure_topics",
+    "faust_credentials",
     "partition_for",
     "producer",
 ]
@@ -34,6 +50,15 @@ class KafkaUnavailableError(TmiotError):
     """Kafka could not be reached or refused a request."""
 
     retriable = True
+
+
+class KafkaSecurityError(TmiotError):
+    """Kafka refused our TLS or SASL: a setting is wrong, retrying will not help."""
+
+    retriable = False
+
+
+_SASL = {KafkaSecurityProtocol.SASL_PLAINTEXT, KafkaSecurityProtocol.SASL_SSL}
 
 
 def partition_for(sensor_id: str, partitions: int) -> int:
@@ -75,6 +100,120 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
         if settings.sasl_password is not None:
             options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
     return options
+
+
+def faust_credentials(settings: KafkaSettings) -> CredentialsT | None:
+    """The stream's Faust app connects with the TLS and SASL every other client uses."""
+    from faust.auth import SASLCredentials, SSLCredentials  # noqa: PLC0415 - the stream's
+
+    context = _ssl_context(settings)
+    if settings.sasl_mechanism is not None and settings.security_protocol in _SASL:
+        password = settings.sasl_password
+        return SASLCredentials(
+            username=settings.sasl_username,
+            password=password.get_secret_value() if password is not None else None,
+            ssl_context=context,
+            mechanism=settings.sasl_mechanism,
+        )
+    if context is not None:
+        return SSLCredentials(context)
+    return None
+
+
+async def check_connection(settings: KafkaSettings, *, timeout_seconds: float = 10.0) -> None:
+    """Connect and log in to a bootstrap server as the services will, once, before they start.
+
+    A wrong password or an untrusted certificate otherwise shows as endless
+    reconnects (aiokafka logs and retries them); here it is one error that names
+    the setting to fix.
+
+    Raises:
+        KafkaSecurityError: TLS or SASL was refused (not retried: the settings are wrong).
+        KafkaUnavailableError: no bootstrap server answered in `timeout_seconds`.
+    """
+    options = client_options(settings)
+    problems = []
+    for server in settings.bootstrap_list:
+        host, _, port = server.rpartition(":")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host,
+                    int(port),
+                    client_id="tmiot-check",
+                    request_timeout_ms=int(timeout_seconds * 1000),
+                    ssl_context=options["ssl_context"],
+                    security_protocol=options["security_protocol"],
+                    sasl_mechanism=options.get("sasl_mechanism", "PLAIN"),
+                    sasl_plain_username=options.get("sasl_plain_username"),
+                    sasl_plain_password=options.get("sasl_plain_password"),
+                ),
+                timeout_seconds,
+            )
+        # KeyError: aiokafka's SCRAM reads the server's final message's verifier ("v")
+        # without looking for the error ("e") a refusing broker sends instead.
+        except (KafkaError, OSError, TimeoutError, KeyError) as exc:
+            refused = _refusal(settings, exc)
+            if refused is not None:
+                raise KafkaSecurityError(refused) from exc
+            problems.append(f"{server}: {type(exc).__name__}: {exc}")
+            continue
+        conn.close()
+        return
+    msg = (
+        f"Kafka at {settings.bootstrap_servers} did not answer within {timeout_seconds:g} s"
+        f" ({'; '.join(problems)}); check kafka.bootstrap_servers"
+    )
+    raise KafkaUnavailableError(msg)
+
+
+def _refusal(settings: KafkaSettings, exc: BaseException) -> str | None:  # noqa: PLR0911 - one per cause
+    """What TLS or SASL refusal `exc` (or what caused it) is, naming the setting; None if none."""
+    at = f"Kafka at {settings.bootstrap_servers}"
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            ca = settings.tls.ca_file if settings.tls is not None else None
+            return (
+                f"{at}: the broker's certificate is not trusted"
+                f" ({seen.verify_message or seen}); check kafka.tls.ca_file"
+                f" ({'the system CAs' if ca is None else ca})"
+            )
+        if isinstance(seen, ssl.SSLError):
+            return (
+                f"{at}: TLS failed ({seen.reason or seen}); check kafka.security_protocol and"
+                " kafka.tls (cert_file and key_file, if the broker asks for a client certificate)"
+            )
+        scram_refused = isinstance(seen, KeyError) and (settings.sasl_mechanism or "").startswith(
+            "SCRAM"
+        )
+        if scram_refused or isinstance(seen, AuthenticationFailedError | SaslAuthenticationFailed):
+            return (
+                f"{at} refused the {settings.sasl_mechanism} login of {settings.sasl_username!r}:"
+                f" check kafka.sasl_username and kafka.sasl_password ({seen})"
+            )
+        if isinstance(seen, UnsupportedSaslMechanismError | IllegalSaslStateError):
+            return (
+                f"{at} does not take a {settings.sasl_mechanism} login ({seen}): check"
+                " kafka.sasl_mechanism and kafka.security_protocol"
+            )
+        if isinstance(seen, KafkaConnectionError) and "closed" in str(seen):
+            # Accepted, then closed on our first request without an answer: a TLS or SASL
+            # listener does that to a client that speaks another protocol.
+            tls = settings.tls
+            if _ssl_context(settings) is not None and (tls is None or tls.cert_file is None):
+                return (
+                    f"{at} closed the connection after the TLS handshake: it may require a"
+                    " client certificate (kafka.tls.cert_file and kafka.tls.key_file), or"
+                    " another kafka.security_protocol"
+                )
+            return (
+                f"{at} closed the connection on our first request: it expects another"
+                f" protocol than {settings.security_protocol.value}; check"
+                " kafka.security_protocol (and kafka.tls, kafka.sasl_mechanism)"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:

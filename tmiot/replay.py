@@ -279,7 +279,7 @@ def configure_parsers(sub: Any) -> None:  # noqa: ANN401 - argparse's private su
     rec.add_argument("--since", type=_when, help="first record time (ISO 8601; UTC if naive)")
     rec.add_argument("--until", type=_when, help="last record time (ISO 8601; UTC if naive)")
     rec.add_argument("--limit", type=int, help="stop after this many records")
-    rec.set_defaults(handler=_run_record)
+    rec.set_defaults(handler=_run_record, kafka_check=True)
 
     rep = sub.add_parser("replay", help="produce a recording back onto Kafka")
     rep.add_argument("file", type=Path, help="a recording written by `tmiot record`")
@@ -300,4 +300,4 @@ def configure_parsers(sub: Any) -> None:  # noqa: ANN401 - argparse's private su
         action="store_true",
         help="keep the recorded timestamps (default: the time of the replay)",
     )
-    rep.set_defaults(handler=_run_replay)
+    rep.set_defaults(handler=_run_replay, kafka_check=True)

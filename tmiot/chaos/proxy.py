@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Coroutine
@@ -45,9 +46,22 @@ _LINGER_ZERO: Final = struct.pack("ii", 1, 0)
 class TcpProxy:
     """Forward ``127.0.0.1:port`` to ``target_host:target_port``; a context manager."""
 
-    def __init__(self, target_host: str, target_port: int, *, port: int = 0) -> None:
-        """Prepare the proxy; it listens once entered (`port` 0: any free port)."""
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """Prepare the proxy; it listens once entered (`port` 0: any free port).
+
+        With `tls` (a server context) it terminates TLS in front of a plaintext target, as a
+        broker's TLS listener or a load balancer does; the context decides whether a client
+        certificate is required.
+        """
         self.target = (target_host, target_port)
+        self._tls = tls
         self.port = port
         self.connections = 0  # forwarded since start, for the record
         self.refused = 0  # reset at once because the link was cut
@@ -107,7 +121,7 @@ class TcpProxy:
     async def _listen(self) -> None:
         self._flowing.set()
         sock = socket.create_server(("127.0.0.1", self.port))
-        self._server = await asyncio.start_server(self._serve, sock=sock)
+        self._server = await asyncio.start_server(self._serve, sock=sock, ssl=self._tls)
         self.port = int(sock.getsockname()[1])
 
     async def _close(self) -> None:
@@ -199,7 +213,10 @@ class TcpProxy:
 
 def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with a RST (SO_LINGER 0), as a vanished peer or a firewall reject would."""
-    sock = writer.get_extra_info("socket")
+    try:
+        sock = writer.get_extra_info("socket")
+    except AttributeError:  # a TLS transport whose protocol is already gone
+        sock = None
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
