@@ -59,6 +59,7 @@ class KafkaSecurityError(TmiotError):
 
 
 _SASL = {KafkaSecurityProtocol.SASL_PLAINTEXT, KafkaSecurityProtocol.SASL_SSL}
+_PROBE_SECONDS = 3.0
 
 
 def partition_for(sensor_id: str, partitions: int) -> int:
@@ -154,6 +155,8 @@ async def check_connection(settings: KafkaSettings, *, timeout_seconds: float = 
         # without looking for the error ("e") a refusing broker sends instead.
         except (KafkaError, OSError, TimeoutError, KeyError) as exc:
             refused = _refusal(settings, exc)
+            if refused is None and isinstance(exc, KafkaConnectionError) and "closed" in str(exc):
+                refused = await _closed_on_us(settings, host, int(port))
             if refused is not None:
                 raise KafkaSecurityError(refused) from exc
             problems.append(f"{server}: {type(exc).__name__}: {exc}")
@@ -167,7 +170,44 @@ async def check_connection(settings: KafkaSettings, *, timeout_seconds: float = 
     raise KafkaUnavailableError(msg)
 
 
-def _refusal(settings: KafkaSettings, exc: BaseException) -> str | None:  # noqa: PLR0911 - one per cause
+async def _closed_on_us(settings: KafkaSettings, host: str, port: int) -> str | None:
+    """Why a broker accepted our connection and closed it on our first request, if we can tell.
+
+    A TLS or SASL listener closes on a client that speaks another protocol; so does a
+    link being cut, which must not read as a wrong setting (the services retry it).
+    """
+    at = f"Kafka at {settings.bootstrap_servers}"
+    if _ssl_context(settings) is not None:  # the handshake passed (else an SSLError)
+        tls = settings.tls
+        if tls is None or tls.cert_file is None:
+            return (
+                f"{at} closed the connection after the TLS handshake: it may require a client"
+                " certificate (kafka.tls.cert_file and kafka.tls.key_file), or another"
+                " kafka.security_protocol"
+            )
+        return (
+            f"{at} closed the connection after the TLS handshake: check"
+            " kafka.security_protocol (SASL_SSL?) and kafka.sasl_mechanism"
+        )
+    probe = ssl.create_default_context()
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE  # only: does it speak TLS at all?
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=probe), _PROBE_SECONDS
+        )
+    except (OSError, TimeoutError):
+        return None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return (
+        f"{at} speaks TLS and we do not: set kafka.security_protocol to SSL or SASL_SSL"
+        f" (it is {settings.security_protocol.value})"
+    )
+
+
+def _refusal(settings: KafkaSettings, exc: BaseException) -> str | None:
     """What TLS or SASL refusal `exc` (or what caused it) is, naming the setting; None if none."""
     at = f"Kafka at {settings.bootstrap_servers}"
     seen: BaseException | None = exc
@@ -179,7 +219,10 @@ def _refusal(settings: KafkaSettings, exc: BaseException) -> str | None:  # noqa
                 f" ({seen.verify_message or seen}); check kafka.tls.ca_file"
                 f" ({'the system CAs' if ca is None else ca})"
             )
-        if isinstance(seen, ssl.SSLError):
+        if isinstance(seen, ssl.SSLError) and not isinstance(
+            seen,
+            ssl.SSLEOFError | ssl.SSLZeroReturnError,  # a link cut mid-handshake
+        ):
             return (
                 f"{at}: TLS failed ({seen.reason or seen}); check kafka.security_protocol and"
                 " kafka.tls (cert_file and key_file, if the broker asks for a client certificate)"
@@ -196,21 +239,6 @@ def _refusal(settings: KafkaSettings, exc: BaseException) -> str | None:  # noqa
             return (
                 f"{at} does not take a {settings.sasl_mechanism} login ({seen}): check"
                 " kafka.sasl_mechanism and kafka.security_protocol"
-            )
-        if isinstance(seen, KafkaConnectionError) and "closed" in str(seen):
-            # Accepted, then closed on our first request without an answer: a TLS or SASL
-            # listener does that to a client that speaks another protocol.
-            tls = settings.tls
-            if _ssl_context(settings) is not None and (tls is None or tls.cert_file is None):
-                return (
-                    f"{at} closed the connection after the TLS handshake: it may require a"
-                    " client certificate (kafka.tls.cert_file and kafka.tls.key_file), or"
-                    " another kafka.security_protocol"
-                )
-            return (
-                f"{at} closed the connection on our first request: it expects another"
-                f" protocol than {settings.security_protocol.value}; check"
-                " kafka.security_protocol (and kafka.tls, kafka.sasl_mechanism)"
             )
         seen = seen.__cause__ or seen.__context__
     return None

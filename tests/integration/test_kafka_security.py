@@ -19,9 +19,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from tests.fix_kafka_secure import SecureKafka
+from tmiot.chaos.proxy import TcpProxy
 from tmiot.config import KafkaSecurityProtocol, KafkaSettings, TlsFiles
 from tmiot.kafka import (
     KafkaSecurityError,
+    KafkaUnavailableError,
     check_connection,
     client_options,
     ensure_topics,
@@ -111,3 +113,16 @@ def test_a_service_with_a_wrong_setting_exits_at_start_naming_it(
     stderr = done.stderr.decode(errors="replace")
     assert done.returncode == 1, stderr[-2000:]
     assert CASES[case] in stderr, stderr[-2000:]
+
+
+async def test_a_cut_link_is_unavailable_not_a_wrong_setting(kafka_bootstrap: str) -> None:
+    # A link cut at start resets every connection the way a listener of another protocol
+    # closes it; it must read as "not reachable yet" (the services wait), not as a setting.
+    host, _, port = kafka_bootstrap.rpartition(":")
+    with TcpProxy(host, int(port)) as proxy:
+        proxy.cut()
+        settings = KafkaSettings(bootstrap_servers=f"127.0.0.1:{proxy.port}")
+        with pytest.raises(KafkaUnavailableError, match="kafka.bootstrap_servers"):
+            await check_connection(settings, timeout_seconds=3)
+        proxy.resume()
+        await check_connection(settings, timeout_seconds=10)
