@@ -51,6 +51,7 @@ from tmiot.events import (
     DeadLetter,
     SensorStatusEvent,
 )
+from tmiot.health import Health, database_probe
 from tmiot.kafka import ensure_topics, producer
 from tmiot.payloads import TopicKind, subscription_filters
 
@@ -115,6 +116,26 @@ class IngestService:
             for kind in (*TopicKind, None)
         }
         self._kinds: dict[TopicKind | None, int] = dict.fromkeys(self._received, 0)
+        self.last_beat: float | None = None  # monotonic time heartbeats last reached Kafka
+        self.health = Health(
+            "ingest",
+            probe_seconds=settings.metrics.probe_seconds,
+            stall_seconds=settings.metrics.stall_seconds,
+        )
+        self.health.probe("database", database_probe(settings.database))
+        self.health.progress("mqtt", self._mqtt_ready)
+        self.health.progress("kafka", self._kafka_ready)
+
+    def _mqtt_ready(self) -> str | None:
+        return None if self.subscribed.is_set() else "not subscribed to MQTT (connecting)"
+
+    def _kafka_ready(self) -> str | None:
+        """Heartbeats go to Kafka every heartbeat_seconds: the produce path works."""
+        limit = max(15.0, 3 * self._limits.heartbeat_seconds)
+        if self.last_beat is None:
+            return "no heartbeat delivered to Kafka yet"
+        age = time.monotonic() - self.last_beat
+        return None if age <= limit else f"no heartbeat delivered to Kafka for {age:.0f} s"
 
     async def run(self) -> None:
         """Run until cancelled. Raises MqttAuthError when the broker refuses our credentials."""
@@ -123,6 +144,7 @@ class IngestService:
             self._topics.readings_deadletter,
             self._topics.sensor_status,
         ]
+        self.health.watch(asyncio.get_running_loop())
         await ensure_topics(self._s.kafka, topics)
         kafka = producer(self._s.kafka, client_id=self._s.mqtt.client_id)
         await kafka.start()
@@ -375,6 +397,7 @@ class IngestService:
                     for p in range(partitions)
                 ]
                 await asyncio.gather(*sent)
+                self.last_beat = time.monotonic()
                 self.metrics.heartbeats.inc()
             except KafkaError as exc:
                 log.warning("heartbeat not delivered", error=str(exc))

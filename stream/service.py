@@ -45,7 +45,6 @@ from typing import Any, Final, cast
 import faust
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from prometheus_client import start_http_server
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_json
 
@@ -70,6 +69,8 @@ from tmiot.events import (
     decode_reading_batch,
     from_us,
 )
+from tmiot.health import Health, database_probe, kafka_probe
+from tmiot.health import serve as health_http
 from tmiot.kafka import client_options, ensure_topics, faust_credentials, partition_for, producer
 
 __all__ = ["StreamWorker", "build_app", "run_worker"]
@@ -841,6 +842,12 @@ def _letter(reason: DeadLetterReason, detail: str, source: str, value: bytes | N
     return DeadLetter.of(reason, detail, source, value, limit=_PAYLOAD_LIMIT)
 
 
+def _failing(worker: StreamWorker) -> str | None:
+    """Readiness: the worker has not stopped on a failure."""
+    failure = worker.failure
+    return None if failure is None else f"stopped: {type(failure).__name__}: {failure}"
+
+
 def _stop(worker: StreamWorker, exc: BaseException, why: str) -> None:
     """Stop the worker process after a failure, once.
 
@@ -930,13 +937,27 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
 def run_worker(settings: Settings) -> int:
     """Run one stream worker until SIGTERM/SIGINT; the exit code."""
     worker = StreamWorker(settings)
-    if settings.metrics.enabled:
-        start_http_server(
-            settings.metrics.port, settings.metrics.host, registry=worker.metrics.registry
-        )
     app = build_app(settings, worker)
+    loop = app.loop
+    health = Health(
+        "stream",
+        probe_seconds=settings.metrics.probe_seconds,
+        stall_seconds=settings.metrics.stall_seconds,
+    )
+    health.probe("database", database_probe(settings.database))
+    health.probe("kafka", kafka_probe(settings.kafka))
+    health.progress("scoring", lambda: _failing(worker))
+    health.watch(loop)
+    if settings.metrics.enabled:
+        health_http(
+            settings.metrics.host,
+            settings.metrics.port_for("stream"),
+            worker.metrics.registry,
+            health,
+        )
+        health.start()
     runner = faust.Worker(
-        app, loglevel=settings.log.level.lower(), override_logging=False, quiet=True
+        app, loop=loop, loglevel=settings.log.level.lower(), override_logging=False, quiet=True
     )
     try:
         runner.execute_from_commandline()

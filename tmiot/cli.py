@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Final
 
 import structlog
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from stream import evaluate as evaluate_command
 from tmiot.config import Settings, load_settings
 from tmiot.db import apply_schema, create_database_if_missing
 from tmiot.demo import command as demo_command
 from tmiot.errors import ConfigError, TmiotError, leaves
+from tmiot.health import Health
+from tmiot.health import serve as serve_health
 from tmiot.kafka import KafkaUnavailableError, check_connection
 from tmiot.logs import configure_logging
 from tmiot.replay import configure_parsers as configure_replay_parsers
@@ -86,7 +88,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.service import IngestService  # noqa: PLC0415 - only this command needs it
 
     service = IngestService(settings)
-    _serve_metrics(settings, service.metrics.registry)
+    _serve_metrics(settings, "ingest", service.metrics.registry, service.health)
     return asyncio.run(_until_signalled(service.run()))
 
 
@@ -104,12 +106,13 @@ async def _until_signalled(main: Coroutine[object, object, None]) -> int:
     return EXIT_OK
 
 
-def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
+def _serve_metrics(
+    settings: Settings, service: str, registry: CollectorRegistry, health: Health
+) -> None:
+    """/metrics, /healthz and /readyz on the service's port (tmiot.health)."""
     if settings.metrics.enabled:
-        start_http_server(settings.metrics.port, settings.metrics.host, registry=registry)
-        structlog.get_logger("tmiot.cli").info(
-            "metrics served", url=f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"
-        )
+        serve_health(settings.metrics.host, settings.metrics.port_for(service), registry, health)
+        health.start()
 
 
 def _stream(args: argparse.Namespace, settings: Settings) -> int:
@@ -125,7 +128,7 @@ def _triggers(args: argparse.Namespace, settings: Settings) -> int:
     from triggers.service import TriggerService  # noqa: PLC0415 - only this command needs it
 
     service = TriggerService(settings)
-    _serve_metrics(settings, service.metrics.registry)
+    _serve_metrics(settings, "triggers", service.metrics.registry, service.health)
     return asyncio.run(_until_signalled(service.run()))
 
 

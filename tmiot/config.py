@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -353,12 +353,24 @@ class DatabaseSettings(_Group):
         return self
 
 
+# Each service's default metrics port: distinct, so that all three run on one host.
+SERVICE_PORTS: Final = {"ingest": 9108, "stream": 9109, "triggers": 9110}
+
+
 class MetricsSettings(_Group):
-    """Prometheus endpoint of each service."""
+    """Prometheus endpoint of each service, with its /healthz and /readyz (tmiot.health)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: Port = 9108
+    port: Port | None = None  # None: the service's own (SERVICE_PORTS)
+    # Readiness probes (database, Kafka) and the liveness ping, this often.
+    probe_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    # /healthz fails when the service's event loop has not answered for this long.
+    stall_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    def port_for(self, service: str) -> int:
+        """The port `service` serves on: the configured one, else its default."""
+        return self.port if self.port is not None else SERVICE_PORTS[service]
 
 
 class LogFormat(StrEnum):

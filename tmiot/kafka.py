@@ -164,7 +164,7 @@ async def check_connection(settings: KafkaSettings, *, timeout_seconds: float = 
         conn.close()
         return
     msg = (
-        f"Kafka at {settings.bootstrap_servers} did not answer within {timeout_seconds:g} s"
+        f"Kafka at {settings.bootstrap_servers} could not be reached"
         f" ({'; '.join(problems)}); check kafka.bootstrap_servers"
     )
     raise KafkaUnavailableError(msg)

@@ -59,6 +59,7 @@ from tmiot.events import (
     ScoredBatch,
     WorkOrderOutcome,
 )
+from tmiot.health import Health, database_probe, kafka_probe
 from tmiot.kafka import client_options, ensure_topics, producer
 from triggers.actions import IncidentEvents
 from triggers.directory import Directory, audit_changes, load_directory
@@ -140,11 +141,25 @@ class TriggerService:
         self._committing: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self.health = Health(
+            "triggers",
+            probe_seconds=settings.metrics.probe_seconds,
+            stall_seconds=settings.metrics.stall_seconds,
+        )
+        self.health.probe("database", database_probe(settings.database))
+        self.health.probe("kafka", kafka_probe(settings.kafka))
+        self.health.progress("session", self._session_ready)
+
+    def _session_ready(self) -> str | None:
+        if self.failure is not None:
+            return f"session failing: {type(self.failure).__name__}"
+        return None if self.ready.is_set() else "no session: connecting or restoring"
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run sessions until cancelled; a lost connection starts a new one after a backoff."""
+        self.health.watch(asyncio.get_running_loop())
         attempt = 0
         while True:
             started = time.monotonic()
