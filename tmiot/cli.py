@@ -12,6 +12,8 @@ import asyncio
 import datetime as dt
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Final
@@ -20,7 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from stream import evaluate as evaluate_command
-from tmiot.config import Settings, load_settings
+from tmiot.config import SERVICE_PORTS, Settings, load_settings
 from tmiot.db import apply_schema, create_database_if_missing
 from tmiot.demo import command as demo_command
 from tmiot.errors import ConfigError, TmiotError, leaves
@@ -70,6 +72,25 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
     for status in statuses:
         print(status.line())
     return EXIT_OK if all(s.healthy for s in statuses) else EXIT_FAILURE
+
+
+def _probe(args: argparse.Namespace, settings: Settings) -> int:
+    """GET the service's /readyz or /healthz (compose healthchecks); its JSON on stdout."""
+    host = settings.metrics.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - listening everywhere: ask loopback
+        host = "127.0.0.1"
+    url = f"http://{host}:{settings.metrics.port_for(args.service)}"
+    url += "/healthz" if args.live else "/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - http, our own
+            print(answer.read().decode())
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode())
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def _check_kafka(settings: Settings) -> None:
@@ -190,6 +211,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fail instead of creating the configured database when it is missing",
     )
     init.set_defaults(handler=_db_init)
+
+    probe = sub.add_parser(
+        "probe", help="ask a running service's /readyz (or /healthz) on this host; exit 0 if ok"
+    )
+    probe.add_argument("service", choices=sorted(SERVICE_PORTS))
+    probe.add_argument("--live", action="store_true", help="/healthz instead of /readyz")
+    probe.set_defaults(handler=_probe)
 
     services = sub.add_parser("services", help="local embedded services (Kafka, PostgreSQL, MQTT)")
     services.add_argument(

@@ -28,6 +28,7 @@ from pydantic_settings import (
 from tmiot.errors import ConfigError
 
 __all__ = [
+    "SERVICE_PORTS",
     "DatabaseSettings",
     "IngestSettings",
     "KafkaSecurityProtocol",

@@ -9,6 +9,9 @@ throughout (restarting a process would not bring a database back).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +39,20 @@ def get(port: int, path: str) -> tuple[int, dict[str, Any]]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def probe(port: int) -> int:
+    """Exit code of `tmiot probe triggers` against the triggers service on `port`."""
+    env = {"PATH": os.environ.get("PATH", ""), "TMIOT_METRICS__PORT": str(port)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tmiot.cli", "probe", "triggers"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.stdout.startswith(b"{"), done.stderr
+    return done.returncode
 
 
 def wait_ready(ports: dict[str, int], *, ready: bool, failing: str | None = None) -> None:
@@ -103,9 +120,12 @@ def test_readiness_follows_the_database_and_the_broker(
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 assert b"# TYPE" in r.read()
 
+        assert probe(ports["triggers"]) == 0  # `tmiot probe`: compose's healthcheck
+
         kafka.cut()
         wait_ready(ports, ready=False, failing="kafka")
         assert all(get(port, "/healthz")[0] == 200 for port in ports.values())
+        assert probe(ports["triggers"]) == 1
         kafka.resume()
         wait_ready(ports, ready=True)
 

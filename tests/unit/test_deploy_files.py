@@ -113,7 +113,10 @@ def test_compose_hosts_and_ports_agree(
         for job in prometheus["scrape_configs"]
     }
     for name in ("ingest", "stream", "triggers"):
-        assert targets[f"tmiot-{name}"] == [f"{name}:{settings.metrics.port}"]
+        assert targets[f"tmiot-{name}"] == [f"{name}:{settings.metrics.port_for(name)}"]
+    # Each service's healthcheck asks its /readyz through `tmiot probe`.
+    for name in ("ingest", "stream", "triggers"):
+        assert services[name]["healthcheck"]["test"] == ["CMD", "tmiot", "probe", name]
 
 
 def test_compose_scales_stream_and_pins_the_ingest_session(compose: dict[str, Any]) -> None:
@@ -229,9 +232,15 @@ def test_workload_roles_ports_and_scale(
         container = containers[key]
         assert container["args"][-1] == name
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports["metrics"] == settings.metrics.port
+        assert ports["metrics"] == settings.metrics.port_for(name)
         annotations = manifests[key]["spec"]["template"]["metadata"]["annotations"]
-        assert annotations["prometheus.io/port"] == str(settings.metrics.port)
+        assert annotations["prometheus.io/port"] == str(settings.metrics.port_for(name))
+        # Probes on the metrics port, and resources requested and bounded.
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        resources = container["resources"]
+        assert set(resources) == {"requests", "limits"}
+        assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
     assert manifests["Deployment/tmiot-stream"]["spec"]["replicas"] > 1
     assert containers["Job/tmiot-db-init"]["args"][-2:] == ["db", "init"]
     # Ingest: a StatefulSet whose pods take their (stable) name as MQTT client id.
