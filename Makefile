@@ -76,6 +76,10 @@ db-init: install ## Apply schema.sql to the configured database (idempotent)
 demo: install ## The whole pipeline on embedded defaults: live view, summary, pictures (DEMO_ARGS="--duration 120")
 	$(BIN)/tmiot demo $(DEMO_ARGS)
 
+.PHONY: schemas
+schemas: install ## Write the JSON Schema of every topic's record into docs/schemas (from tmiot/events.py)
+	$(BIN)/tmiot schemas
+
 .PHONY: bench-ingest
 bench-ingest: install ## Ingest vs a bare MQTT subscriber, side by side -> bench/results/ingest.{md,json}
 	$(BIN)/python bench/bench_ingest.py

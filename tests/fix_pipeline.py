@@ -6,6 +6,7 @@ tests can run in any order against the shared broker processes.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -22,13 +23,15 @@ from typing import Any
 import aiomqtt
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from jsonschema import Draft202012Validator
 
 from tmiot.chaos.pipeline import topics_env
-from tmiot.config import DatabaseSettings, KafkaSettings, MqttSettings
+from tmiot.config import DatabaseSettings, KafkaSettings, MqttSettings, TopicSettings
 from tmiot.db import conninfo
 from tmiot.kafka import client_options, ensure_topics
 from tmiot.replay import replay
+from tmiot.schemas import DOCS as SCHEMAS
 
 PARTITIONS = 4
 
@@ -209,6 +212,71 @@ class PipelineRig:
             await producer.stop()
 
 
+# The rig's topic kinds (tmiot.chaos.pipeline.topics_env) -> their schema (tmiot.schemas).
+CONTRACTS = {
+    "raw": "readings_raw",
+    "scored": "readings_scored",
+    "dlq": "readings_deadletter",
+    "status": "sensor_status",
+    "wo": "workorders_requested",
+    "outcomes": "workorders_outcomes",
+    "notify": "notifications_requested",
+    "health": "pipeline_health",
+}
+
+
+async def read_all(kafka: KafkaSettings, topic: str) -> list[bytes]:
+    """Every record value of `topic` up to its end offsets now ([] if it does not exist)."""
+    consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.topics()  # a fresh metadata request
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        values: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+            if not behind:
+                break
+            batch = await consumer.getmany(*behind, timeout_ms=500)
+            values.extend(r.value or b"" for records in batch.values() for r in records)
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def check_contracts(rig: PipelineRig) -> dict[str, int]:
+    """Validate every record on the rig's topics against docs/schemas; records per topic.
+
+    Raises:
+        AssertionError: a record does not validate (the first few, with the reason).
+    """
+    topics = TopicSettings()
+    counts: dict[str, int] = {}
+    failures: list[str] = []
+    for kind, field_name in CONTRACTS.items():
+        path = SCHEMAS / f"{getattr(topics, field_name)}.schema.json"
+        validator = Draft202012Validator(
+            json.loads(path.read_text()), format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+        values = await read_all(rig.kafka(), rig.topic(kind))
+        counts[kind] = len(values)
+        for value in values:
+            errors = sorted(validator.iter_errors(json.loads(value)), key=str)
+            if errors:
+                failures.append(f"{rig.topic(kind)}: {errors[0].message} in {value[:300]!r}")
+    assert not failures, f"{len(failures)} records break their schema: {failures[:5]}"
+    return counts
+
+
 @pytest.fixture
 def pipeline_rig(
     schema_database: DatabaseSettings,
@@ -224,3 +292,5 @@ def pipeline_rig(
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
+    # Every record the test's pipeline produced keeps its published contract.
+    asyncio.run(check_contracts(rig))

@@ -74,6 +74,15 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if all(s.healthy for s in statuses) else EXIT_FAILURE
 
 
+def _schemas(args: argparse.Namespace, settings: Settings) -> int:
+    del settings
+    from tmiot import schemas  # noqa: PLC0415 - only this command needs it
+
+    for path in schemas.write(args.out or schemas.DOCS):
+        print(path)
+    return EXIT_OK
+
+
 def _probe(args: argparse.Namespace, settings: Settings) -> int:
     """GET the service's /readyz or /healthz (compose healthchecks); its JSON on stdout."""
     host = settings.metrics.host
@@ -211,6 +220,12 @@ def _parser() -> argparse.ArgumentParser:
         help="fail instead of creating the configured database when it is missing",
     )
     init.set_defaults(handler=_db_init)
+
+    schemas_cmd = sub.add_parser(
+        "schemas", help="write the JSON Schema of every topic's record (docs/schemas)"
+    )
+    schemas_cmd.add_argument("--out", type=Path, default=None, help="directory (docs/schemas)")
+    schemas_cmd.set_defaults(handler=_schemas)
 
     probe = sub.add_parser(
         "probe", help="ask a running service's /readyz (or /healthz) on this host; exit 0 if ok"

@@ -7,6 +7,7 @@ configured from the one settings model; the test reads the work order over TLS t
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 
 from tests.fix_ingest import register_tenant
 from tests.fix_kafka_secure import SecureKafka
-from tests.fix_pipeline import PipelineRig
+from tests.fix_pipeline import PipelineRig, check_contracts
 from tmiot.config import DatabaseSettings, MqttSettings
 from tmiot.db import conninfo
 
@@ -44,6 +45,7 @@ def secure_rig(
         for command in list(rig.procs):
             if rig.procs[command].poll() is None:
                 rig.kill(command)
+    asyncio.run(check_contracts(rig))
 
 
 async def test_a_reading_in_a_work_order_out_over_mutual_tls(secure_rig: PipelineRig) -> None:
