@@ -127,7 +127,9 @@ def _table(runs: list[Run], title: str) -> list[str]:
         f"| sensor type (interval) | {head} |",
         "|---|" + "---|" * len(refs),
     ]
-    types = sorted({t for r in runs for t in r.types}, key=lambda t: runs[0].types[t].interval_s)
+    types = sorted(
+        {t for r in runs for t in r.types}, key=lambda t: (runs[0].types[t].interval_s, t)
+    )
     for t in types:
         cells = []
         for ref in refs:

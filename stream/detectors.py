@@ -424,11 +424,12 @@ class SensorDetector:
             if self._holdoff:
                 self._quiet = 0 if evidence else self._quiet + 1
                 self._holdoff = 0 if self._quiet >= k.quiet_readings else self._holdoff - 1
-                if self._held == _NOISE and self._persist >= 0:
+                if self._persist >= 0:
                     led = evidence > 0.0  # not quiet: the event goes on
                     self._persist = self._persist + 1 if led else 0
                     lasting = (
-                        self._persist >= _LASTING
+                        self._held == _NOISE
+                        and self._persist >= _LASTING
                         and ts_ms - self._since >= _LASTING_MS
                         and test == k.tests - 1  # the noise test leads it: still noise
                     )
@@ -458,9 +459,14 @@ class SensorDetector:
                     self._holdoff = k.holdoff_readings
                     self._held = kind
                     self._quiet = 0
-                    self._alerted = evidence
-                    self._persist = -1 if lasting else 0
-                    self._since = ts_ms
+                    # The event's alert level, which a later reading must double to
+                    # alert again: a re-typing or a lasting noise's alert keeps it.
+                    self._alerted = (
+                        evidence if not (retyped or lasting) else max(self._alerted, evidence)
+                    )
+                    if not retyped:  # a re-typed event lasts from when it opened
+                        self._persist = -1 if lasting else 0
+                        self._since = ts_ms
                 elif self._holdoff:
                     score = 0.0
 
