@@ -465,6 +465,10 @@ CREATE TABLE IF NOT EXISTS kpi_values (
     updated_at              timestamptz NOT NULL DEFAULT now()
 );
 -- ;;
+-- One value per KPI and period: `tmiot kpis` recomputes a day by upserting on it.
+CREATE UNIQUE INDEX IF NOT EXISTS kpi_values_one_per_period
+    ON kpi_values (kpi_definition_id, measurement_date, measurement_period);
+-- ;;
 
 -- Pipeline bookkeeping (not in the Phase 4 seed): the stream workers' model
 -- checkpoints. A partition's row holds the offset its sensors' states are

@@ -74,6 +74,16 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if all(s.healthy for s in statuses) else EXIT_FAILURE
 
 
+def _kpis(args: argparse.Namespace, settings: Settings) -> int:
+    from tmiot import kpis  # noqa: PLC0415 - only this command needs it
+
+    day = args.date or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
+    for company, values in kpis.run(settings.database, day, args.company).items():
+        shown = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in values.items())
+        print(f"{day} {company}: {shown}")
+    return EXIT_OK
+
+
 def _schemas(args: argparse.Namespace, settings: Settings) -> int:
     del settings
     from tmiot import schemas  # noqa: PLC0415 - only this command needs it
@@ -220,6 +230,15 @@ def _parser() -> argparse.ArgumentParser:
         help="fail instead of creating the configured database when it is missing",
     )
     init.set_defaults(handler=_db_init)
+
+    kpis = sub.add_parser(
+        "kpis", help="compute the IoT KPIs of a day per company into kpi_values (idempotent)"
+    )
+    kpis.add_argument(
+        "--date", type=dt.date.fromisoformat, default=None, help="UTC day (default: yesterday)"
+    )
+    kpis.add_argument("--company", action="append", help="company id (repeat; default: all)")
+    kpis.set_defaults(handler=_kpis)
 
     schemas_cmd = sub.add_parser(
         "schemas", help="write the JSON Schema of every topic's record (docs/schemas)"

@@ -192,6 +192,9 @@ def _containers(manifests: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
         if doc["kind"] in {"Deployment", "StatefulSet", "Job"}:
             (container,) = doc["spec"]["template"]["spec"]["containers"]
             out[key] = container
+        elif doc["kind"] == "CronJob":
+            (container,) = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+            out[key] = container
     return out
 
 
@@ -205,12 +208,15 @@ def test_every_workload_reads_the_configmap_and_its_secrets(
         "StatefulSet/tmiot-ingest",
         "Deployment/tmiot-stream",
         "Deployment/tmiot-triggers",
+        "CronJob/tmiot-kpis",
     }
+    assert containers["CronJob/tmiot-kpis"]["args"][-1] == "kpis"
     for key, container in containers.items():
         doc = manifests[key]
         args = container["args"]
         assert args[:2] == ["--config", "/etc/tmiot/config/tmiot.toml"], key
-        volumes = {v["name"]: v for v in doc["spec"]["template"]["spec"]["volumes"]}
+        pod = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+        volumes = {v["name"]: v for v in pod["template"]["spec"]["volumes"]}
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         assert (
             volumes[mounts["/etc/tmiot/config"]]["configMap"]["name"] == config["metadata"]["name"]
