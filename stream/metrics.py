@@ -63,6 +63,23 @@ class StreamMetrics:
             ["cause"],
             registry=registry,
         )
+        self.db_write_seconds = Histogram(
+            "tmiot_stream_db_write_seconds",
+            "Time to insert one chunk of scored readings in one transaction",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "tmiot_stream_lag_seconds",
+            "How far behind ingest the stream is: now minus ingest's receipt of the newest"
+            " reading scored, when it was scored",
+            registry=registry,
+        )
+        self.checkpoint_age = Gauge(
+            "tmiot_stream_checkpoint_age_seconds",
+            "Seconds since this worker last saved a checkpoint (states and offset) of a partition",
+            registry=registry,
+        )
         self.pipeline_down = Gauge(
             "tmiot_stream_pipeline_down",
             "1 while an outage of the pipeline lasts (no ingest heartbeat on held partitions)",

@@ -185,6 +185,8 @@ class StreamWorker:
         self._meta_loaded = 0.0  # monotonic time of the last full reload of sensor settings
         self._partition_of: dict[str, int] = {}  # registered sensor -> its raw partition
         self._progress = _Progress()
+        self._saved_at = time.monotonic()  # the last checkpoint saved (or the start)
+        self.metrics.checkpoint_age.set_function(lambda: time.monotonic() - self._saved_at)
         self.failure: BaseException | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -331,6 +333,9 @@ class StreamWorker:
                 await asyncio.sleep(0)  # let it hand the chunk to the writer thread now
             await self._maybe_checkpoint(force=False)
             await self._maybe_flush()
+        newest = max((max(r.batch["received_us"], default=0) for r in records), default=0)
+        if newest:
+            self.metrics.lag.set(max(0.0, time.time() - newest / 1e6))
         spent = time.monotonic() - started
         self.metrics.batch_seconds.observe(spent)
         self._progress.note(len(events), sum(len(r.batch["sensor_id"]) for r in records), spent)
@@ -508,7 +513,9 @@ class StreamWorker:
                 if isinstance(values, list):
                     joined[column] = [x for _, s in scored for x in s.batch[column]]  # type: ignore[literal-required]
             batch = cast("ScoredBatch", joined)
+        t0 = time.monotonic()
         inserted, refused = await self.rows.write(batch)
+        self.metrics.db_write_seconds.observe(time.monotonic() - t0)
         self.metrics.rows.inc(inserted)
         starts = []  # (first row of a record in the joined batch, the record)
         at = 0
@@ -631,6 +638,7 @@ class StreamWorker:
             self._group, self._topics.readings_raw, snapshot.partition, offset, snapshot.states
         )
         self.metrics.checkpointed.inc(len(snapshot.states))
+        self._saved_at = time.monotonic()
 
     async def _maybe_flush(self, *, force: bool = False) -> None:
         """last_reading_at and battery levels, in the background unless `force`."""

@@ -16,6 +16,12 @@ class TriggerMetrics:
         self.readings = Counter(
             "tmiot_triggers_readings_total", "Scored readings consumed", registry=registry
         )
+        self.lag = Gauge(
+            "tmiot_triggers_lag_seconds",
+            "How far behind ingest the triggers are: now minus ingest's receipt of the newest"
+            " scored reading consumed, when it was consumed",
+            registry=registry,
+        )
         self.evaluations = Counter(
             "tmiot_triggers_evaluations_total",
             "(trigger, reading) evaluations",

@@ -435,6 +435,8 @@ class TriggerService:
         flags, kinds, received_at = batch["is_anomaly"], batch["anomaly_type"], batch["received_us"]
         n = len(batch["sensor_id"])
         self.metrics.readings.inc(n)
+        if n:
+            self.metrics.lag.set(max(0.0, time.time() - max(received_at) / 1e6))
         gateways = batch.get("gateways")
         if gateways:
             self._gateway_of.update(gateways)
