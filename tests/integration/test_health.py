@@ -23,6 +23,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.fix_pipeline import PipelineRig
+from tests.unit.test_dashboard import exported, queried_metrics
 from tmiot.chaos.backends import PrivateKafka
 from tmiot.chaos.proxy import TcpProxy
 from tmiot.config import DatabaseSettings, MqttSettings
@@ -112,13 +113,16 @@ def test_readiness_follows_the_database_and_the_broker(
                 TMIOT_METRICS__PROBE_SECONDS="0.5",
             )
         wait_ready(ports, ready=True)
+        scraped: set[str] = set()
         for name, port in ports.items():
             status, body = get(port, "/healthz")
             assert (status, body["status"], body["service"]) == (200, "ok", name)
             _, ready = get(port, "/readyz")
             assert {"database"} <= set(ready["checks"]), ready
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                assert b"# TYPE" in r.read()
+                scraped |= exported(r.read().decode())
+        # Every metric the dashboard and the alert rules query is one the services export.
+        assert queried_metrics() <= scraped, sorted(queried_metrics() - scraped)
 
         assert probe(ports["triggers"]) == 0  # `tmiot probe`: compose's healthcheck
 
