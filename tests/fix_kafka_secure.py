@@ -29,11 +29,10 @@ a second CA that signed nothing of the brokers' stands for an untrusted one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
-import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.fix_mosquitto import make_ca, make_leaf
+from tmiot.chaos.backends import port_open, wait_until
 from tmiot.chaos.proxy import TcpProxy
 from tmiot.config import KafkaSecurityProtocol, KafkaSettings, TlsFiles
 from tmiot.services import free_port, start_tansu, stop_pid
@@ -142,22 +142,18 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
                 authentication=authentication,
             )
             stack.callback(_stop, proc)
-            _wait_listening(port, proc)
+            wait_until(functools.partial(_up, proc, port), "tansu")
+            if proc.poll() is not None:
+                pytest.fail(f"tansu exited with {proc.returncode}: see {logs}")
             addresses.append(f"{HOST}:{proxy.port}")
         yield SecureKafka(addresses[0], addresses[1], ca[0], client[0], client[1], untrusted)
+
+
+def _up(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """Listening, or exited (then the fixture fails with its code)."""
+    return proc.poll() is not None or port_open(port)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     stop_pid(proc.pid)
     proc.wait(10)
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"tansu exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-            return
-        time.sleep(0.1)
-    pytest.fail(f"tansu never listened on {port}")

@@ -314,7 +314,7 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument(
         "--warmup-hours", type=float, default=24.0, help="detector warm-up before --since"
     )
-    backtest.set_defaults(handler=_backtest, kafka_check=True)
+    backtest.set_defaults(handler=_backtest)
 
     demo = sub.add_parser(
         "demo",

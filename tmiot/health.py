@@ -216,10 +216,3 @@ def serve(host: str, port: int, registry: CollectorRegistry, health: Health) -> 
         paths=["/metrics", "/healthz", "/readyz"],
     )
     return server
-
-
-def stop(server: WSGIServer) -> None:
-    """Stop serving (tests)."""
-    with contextlib.suppress(OSError):
-        server.shutdown()
-        server.server_close()

@@ -45,7 +45,7 @@ _DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
 _BASE: Final = "https://tradesmate.pro/schemas/tmiot/"
 
 # A work-order topic's record is a request or an update of one (field "event").
-_WorkOrderEvent = Annotated[
+_WorkOrderRecord = Annotated[
     WorkOrderRequested | WorkOrderUpdated, Field(description="a request, or an update of one")
 ]
 
@@ -72,7 +72,7 @@ RECORDS: Final[dict[str, tuple[Any, str, str]]] = {
         "A device's status message (battery, firmware, connectivity).",
     ),
     "workorders_requested": (
-        _WorkOrderEvent,
+        _WorkOrderRecord,
         "triggers",
         "A work order requested by a trigger, or an update of an open one (new evidence).",
     ),
