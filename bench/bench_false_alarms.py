@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_workorders import START
+from bench.bench_workorders import START, fleet
 from stream.detectors import SensorDetector
 from tmiot.config import DetectorSettings
-from tmiot.simulate.signals import PROFILES, SensorType, SignalBank, to_ms
+from tmiot.simulate.signals import to_ms
 
 RESULTS = Path(__file__).parent / "results"
 WINDOW_MS = 3_600_000  # the careful trigger: two noise alerts within an hour
@@ -82,9 +82,8 @@ def work_orders(noise_ms: list[int]) -> int:
 
 def run(seed: int, references: list[float], sensors: int, days: float) -> list[Run]:
     """Score the clean fleet of `seed` once per reference interval, side by side."""
-    kinds = list(SensorType)
-    profiles = [PROFILES[kinds[i % len(kinds)]] for i in range(sensors)]
-    bank = SignalBank.build(profiles, seed=seed, origin=START)
+    bank = fleet(sensors, seed, None)  # the work-order bench's fleet, without faults
+    profiles = bank.profiles
     who, t_ms = bank.sample_times(to_ms(START), to_ms(START + timedelta(days=days)))
     values = bank.values(who, t_ms)
     order = np.lexsort((t_ms, who))

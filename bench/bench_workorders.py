@@ -149,7 +149,7 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _fleet(sensors: int, seed: int, interval_s: int | None) -> SignalBank:
+def fleet(sensors: int, seed: int, interval_s: int | None) -> SignalBank:
     """The profiles in turn, each sampled every `interval_s` (None: the type's own, 10-60 s)."""
     kinds = list(SensorType)
     profiles = [PROFILES[kinds[i % len(kinds)]] for i in range(sensors)]
@@ -263,7 +263,7 @@ def run(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one simulation loop, top to 
 ) -> Outcome:
     """Run one scenario; every work order the pipeline would request, and the faults."""
     started = time.perf_counter()
-    bank = _fleet(sensors, seed, interval_s)
+    bank = fleet(sensors, seed, interval_s)
     injections = _injections(sc, bank, days, seed)
     rx, who, taken, values = _deliveries(sc, bank, injections, days)
     out = Outcome(sc.name, sensors * days, len(rx), faults=_faults(sc, injections, days))
