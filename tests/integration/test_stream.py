@@ -160,7 +160,10 @@ async def test_readings_of_a_deleted_sensor_are_dead_lettered_not_stored(
     start = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).timestamp()) * 1_000_000
     first = _series([gone, *kept], start, 20)
     await produce_raw(stream_rig.bootstrap, stream_rig.raw, tenant.company_id, first, 30)
-    stream_rig.start()
+    # The settings reload (every 30 s by default) would also forget `gone`: were it to fall
+    # between the DELETE and the next batch on a slow machine, no row would reach the foreign
+    # key. Put it out of reach, so that what forgets `gone` is the refusal under test.
+    stream_rig.start(TMIOT_STREAM__SENSOR_REFRESH_SECONDS="86400")
     stream_rig.wait_rows(60)
     with psycopg.connect(conninfo(stream_rig.db), autocommit=True) as conn:
         conn.execute("DELETE FROM equipment_sensors WHERE id = %s", (gone,))  # cascades
