@@ -25,8 +25,11 @@ it, and the scores of different sensors are comparable.
 An anomaly opens an event: one event, one alert. The following scores read 0
 until the event is over (``quiet_readings`` readings in a row in which no test is
 above its tail's threshold) or ``holdoff_readings`` have passed, unless the event
-grows far rarer (it alerts again) or turns out to be noise (re-typed once). Types:
-``spike`` / ``drop`` (sudden), ``drift`` (built up), ``noise`` (variance, stuck).
+grows far rarer (it alerts again) or turns out to be noise (re-typed once; noise that
+lasts alerts once more). Types: ``spike`` / ``drop`` (sudden), ``drift`` (built up),
+``noise`` (variance, stuck). An event is noise when the noise test leads, or when its
+readings went far both ways from what was expected as it opened while the noise test is
+above its threshold: erratic readings, which the mean tests see as well.
 A reading outside the sensor's alert thresholds is always an anomaly; a low
 ``quality`` scales the evidence down. docs/detector.md has the why and the figures.
 
@@ -72,8 +75,9 @@ _QUANTILE_STEP: Final = 0.05  # the tail's threshold moves by this share of the 
 # EWMA weight, per reading, of the log of the time between readings (the sensor's pace).
 _PACE_ALPHA: Final = 0.01
 _SECOND_MS: Final = 1000
-_VERSION: Final = 6  # 6: the pace (#21); 5: a noise alert's persistence (#21)
+_VERSION: Final = 7  # 7: an event's swings; 6: the pace; 5: a noise alert's persistence (#21)
 _V4: Final = 4
+_V6: Final = 6
 _FLOATS: Final = (
     "_level",
     "_anchor",
@@ -96,8 +100,12 @@ _HEADER_V4: Final = struct.Struct(f"<BQIBIIBHq{len(_FLOATS)}d")
 # v5 adds, after the previous reading's time, the noise alert's persistence and time.
 _HEADER_V5: Final = struct.Struct(f"<BQIBIIBHqiq{len(_FLOATS)}d")
 # v6 adds, after the floats, the pace.
-_HEADER: Final = struct.Struct(f"<BQIBIIBHqiq{len(_FLOATS) + 1}d")
-_HEADERS: Final = {4: _HEADER_V4, 5: _HEADER_V5, _VERSION: _HEADER}  # the versions that load
+_HEADER_V6: Final = struct.Struct(f"<BQIBIIBHqiq{len(_FLOATS) + 1}d")
+# v7 adds, after the pace, the value expected when the event opened and the directions
+# its readings went far from it.
+_HEADER: Final = struct.Struct(f"<BQIBIIBHqiq{len(_FLOATS) + 2}dB")
+# The versions that load.
+_HEADERS: Final = {4: _HEADER_V4, 5: _HEADER_V5, _V6: _HEADER_V6, _VERSION: _HEADER}
 
 
 class Verdict(NamedTuple):
@@ -118,6 +126,11 @@ _SUDDEN_TYPES: Final = (_SPIKE, _DROP)
 _LASTING: Final = 10
 _LASTING_MS: Final = 300_000  # ... and for 5 minutes: a fast sensor's readings are not independent
 _QUIET: Final = Verdict(0.0, is_anomaly=False, anomaly_type=None)
+# A reading this many residual scales from the model went far; an event whose readings
+# went far both ways is erratic.
+_SWING: Final = 4.0
+_UP: Final = 1
+_DOWN: Final = 2
 
 
 def _pareto_evidence(excess: float, mean: float, square: float, log_q: float) -> float:
@@ -259,6 +272,7 @@ class SensorDetector:
         "_lo",
         "_means",
         "_n",
+        "_origin",
         "_pace",
         "_persist",
         "_prev",
@@ -269,6 +283,7 @@ class SensorDetector:
         "_run",
         "_scale",
         "_since",
+        "_swings",
         "_tails",
         "_var_long",
         "_var_short",
@@ -300,6 +315,9 @@ class SensorDetector:
         # again): noise that lasts is alerted once more, a passing one is not.
         self._persist = 0
         self._since = 0  # when that alert was given, ms
+        # The directions an event's readings went far (1: up, 2: down, 3: both ways).
+        self._swings = 0
+        self._origin = math.nan  # the value expected when the event opened (NaN: none)
         self._pace = math.nan  # mean log of the time between readings, s (NaN: not seen)
         # NaN marks a time-of-day slot not seen yet; array('d') is 8 bytes a slot.
         self._profile = array("d", [math.nan]) * settings.season_bins
@@ -371,6 +389,8 @@ class SensorDetector:
         f2 = floor * floor
         rho = (var_short + f2) / (self._var_long + f2)
         stats.append(k.half_df * (rho - 1.0 - log(rho)))
+        # Above the noise test's threshold, before it learns this reading.
+        noisy = stats[-1] > self._tails[3 * k.tests - 3]
 
         # A stuck sensor: the same value again, for longer than its own history makes
         # likely. From decayed counts (Laplace's rule): p1 the rate of repeats, p2 that of a
@@ -421,7 +441,18 @@ class SensorDetector:
                 evidence *= weight
                 typed *= weight
             lasting = False
+            # How far the reading went from what the model expected when the event opened:
+            # back from a drop is no swing up, as it would be from the model now (which
+            # learned some of the drop). NaN compares false: no swing.
+            far = (value - self._origin) / scale if self._holdoff else z
+            swing = _UP if far >= _SWING else _DOWN if far <= -_SWING else 0
+            leads = test == k.tests - 1  # the noise test
+            # Erratic: the noise test above its threshold while the event has gone far
+            # both ways. The mean tests see such readings too, and may lead on them.
+            swung = False
             if self._holdoff:
+                self._swings |= swing
+                swung = noisy and self._swings == _UP | _DOWN
                 self._quiet = 0 if evidence else self._quiet + 1
                 self._holdoff = 0 if self._quiet >= k.quiet_readings else self._holdoff - 1
                 if self._persist >= 0:
@@ -431,9 +462,12 @@ class SensorDetector:
                         self._held == _NOISE
                         and self._persist >= _LASTING
                         and ts_ms - self._since >= _LASTING_MS
-                        and test == k.tests - 1  # the noise test leads it: still noise
+                        and (leads or swung)  # still noise
                     )
-            retyped = self._holdoff and test == k.tests - 1 and self._held in _SUDDEN_TYPES
+            retyped = self._holdoff and (
+                (leads and self._held in _SUDDEN_TYPES)
+                or (swung and self._held != _NOISE)  # a drift does not swing both ways
+            )
             if not self._holdoff or lasting or evidence >= _ESCALATE * self._alerted or retyped:
                 # Outside an event; or an event that grew far rarer than when it alerted
                 # (a faint start of a large anomaly must not hide the rest of it); or
@@ -450,7 +484,7 @@ class SensorDetector:
                     # A mean test that fired on a reading far beyond the mean of its
                     # last few: a sudden change (spike or drop, a step's first reading);
                     # on readings each near that mean: a change that built up (drift).
-                    if test == k.tests - 1:
+                    if test == k.tests - 1 or retyped or lasting:
                         kind = _NOISE
                     elif test == k.tests - 2 or abs(zc) < _SUDDEN * abs(means[0]):
                         kind = _DRIFT
@@ -467,6 +501,9 @@ class SensorDetector:
                     if not retyped:  # a re-typed event lasts from when it opened
                         self._persist = -1 if lasting else 0
                         self._since = ts_ms
+                    if not (retyped or lasting):
+                        self._swings = swing
+                        self._origin = value - residual
                 elif self._holdoff:
                     score = 0.0
 
@@ -558,7 +595,7 @@ class SensorDetector:
         return Verdict(score, is_anomaly=True, anomaly_type=kind)
 
     def dumps(self) -> bytes:
-        """The state as bytes: 141, 8 a mean test, 24 a tail, 8 a profile slot (1,021 default)."""
+        """The state as bytes: 158, 8 a mean test, 24 a tail, 8 a profile slot (1,038 default)."""
         return (
             _HEADER.pack(
                 _VERSION,
@@ -574,6 +611,8 @@ class SensorDetector:
                 self._since,
                 *(getattr(self, name) for name in _FLOATS),
                 self._pace,
+                self._origin,
+                self._swings,
             )
             + self._means.tobytes()
             + self._tails.tobytes()
@@ -599,15 +638,19 @@ class SensorDetector:
                 f" slots ({len(data)} bytes, version byte {data[:1].hex() or 'missing'})"
             )
             raise ValueError(msg)
-        # v4: the same model without a noise alert's persistence; v5 without the pace.
+        # v4: the same model without a noise alert's persistence; v5 without the pace; v6
+        # without the swings.
         fields = list(header.unpack_from(data))
         version, n, holdoff, held, quiet, run, tests, slots, last = fields[:9]
-        persist = since = 0
+        persist = since = swings = 0
         pace = math.nan
+        origin = math.nan  # an event restored from v6 or earlier never swings
         floats = fields[9:]
         if version > _V4:
             persist, since, *floats = floats
         if version == _VERSION:
+            *floats, origin, swings = floats
+        if version >= _V6:
             *floats, pace = floats
         if tests != means or slots != bins:
             msg = (
@@ -618,6 +661,7 @@ class SensorDetector:
         det = cls(settings)
         det._n, det._holdoff, det._held, det._quiet, det._last = n, holdoff, held, quiet, last
         det._run, det._persist, det._since, det._pace = run, persist, since, pace
+        det._origin, det._swings = origin, swings
         for name, number in zip(_FLOATS, floats, strict=True):
             setattr(det, name, number)
         at = header.size

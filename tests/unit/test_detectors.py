@@ -124,6 +124,55 @@ def test_a_fast_young_sensors_noise_fault_opening_as_a_spike_is_alerted_as_noise
     assert twice >= 7
 
 
+def _young(step: int, hours: float, seed: int, fault: list[float]) -> list[str | None]:
+    """The alerts of a sensor read every `step` ms, `hours` old, around `fault` (added)."""
+    det = SensorDetector(DetectorSettings())
+    rng = random.Random(seed)  # noqa: S311 - test data, not secrets
+    per_day = 86_400_000 // step
+
+    def value(i: int, extra: float) -> float:
+        return 20.0 + 3.0 * math.sin(2 * math.pi * i / per_day) + rng.gauss(0.0, SD) + extra
+
+    n = int(hours * 3_600_000 / step)
+    for i in range(n):
+        det.update(i * step, value(i, 0.0))
+    extra = [0.0] * 10 + fault + [0.0] * 100
+    return alarms([det.update((n + k) * step, value(n + k, e)) for k, e in enumerate(extra)])
+
+
+@pytest.mark.parametrize(("step", "hours"), [(10_000, 3), (30_000, 6), (60_000, 12)])
+def test_erratic_noise_the_mean_tests_lead_on_is_still_alerted_as_noise_twice(
+    step: int, hours: float
+) -> None:
+    # 40 readings of 8x noise on young sensors. Such readings are far from the model, so
+    # the mean tests often give more evidence than the noise test: v6 waited for the noise
+    # test to lead, and alerted such a fault twice as noise in 18 of 20 in each case (#21).
+    # Readings that went far both ways while the noise test is above its threshold are
+    # noise whichever test leads.
+    twice = 0
+    for seed in range(1, 21):
+        rng = random.Random(1000 + seed)  # noqa: S311 - test data, not secrets
+        found = _young(step, hours, seed, [rng.gauss(0.0, 8 * SD) for _ in range(40)])
+        twice += found.count("noise") == 2  # re-typed, then lasting
+    assert twice >= 19
+
+
+@pytest.mark.parametrize("step", [15_000, 60_000])
+def test_a_fault_that_goes_one_way_is_not_made_noise_by_its_return(step: int) -> None:
+    # A ramp down and back at once, and at 15 s a drop of 8 readings: both go one way
+    # from what was expected when they began. The model has learned some of the fault
+    # when it ends, so the return looks far the other way from the model's view; from
+    # what it expected at the event's start, it is not (a swing from the model made
+    # noise of 13 of 20 such ramps).
+    typed = 0
+    for seed in range(1, 21):
+        size = (4 + seed) * 2 * SD
+        typed += "noise" in _young(step, 12, seed, [-size * k / 100 for k in range(100)])
+        if step == 15_000:  # at 60 s a drop may show as noise (its variance)
+            typed += "noise" in _young(step, 12, seed, [-size] * 8)
+    assert typed <= 1
+
+
 def test_a_stuck_sensor_is_detected_as_noise() -> None:
     det, rng, n = trained()
     stuck = healthy(n, rng)
@@ -216,8 +265,8 @@ def test_restored_detector_continues_exactly(cut: int, step_ms: int) -> None:
 
 def test_state_is_compact() -> None:
     det, _, _ = trained(days=1.0)
-    # 96 profile slots, two mean tests, four tails: 1,029 bytes (issue #20: <= 16 KB).
-    assert len(det.dumps()) == 1029
+    # 96 profile slots, two mean tests, four tails: 1,038 bytes (issue #20: <= 16 KB).
+    assert len(det.dumps()) == 1038
 
 
 def test_a_sensor_sampled_faster_than_the_reference_needs_more_evidence() -> None:

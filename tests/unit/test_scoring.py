@@ -32,7 +32,7 @@ def test_a_state_that_does_not_load_starts_that_sensor_fresh() -> None:
     scorer = Scorer(DetectorSettings())
     refused = scorer.load(0, {"s": b"not a state"})
     assert list(refused) == ["s"]
-    assert "not a detector state v6" in refused["s"]
+    assert "not a detector state v7" in refused["s"]
     assert len(scorer) == 1
     again = scorer.score(0, _batch("s", [1.0, 2.0, 3.0]), meta)
     assert again.batch["anomaly_score"] == fresh.batch["anomaly_score"]
@@ -54,13 +54,14 @@ def test_a_checkpoint_of_the_previous_detector_version_is_refused_by_name() -> N
     )
 
 
-@pytest.mark.parametrize(("version", "size"), [(4, 1009), (5, 1021)])
-def test_a_checkpoint_of_detector_v4_or_v5_loads_and_scores_as_they_did(
+@pytest.mark.parametrize(("version", "size"), [(4, 1009), (5, 1021), (6, 1029)])
+def test_a_checkpoint_of_detector_v4_to_v6_loads_and_scores_as_they_did(
     version: int, size: int
 ) -> None:
-    # The bytes a v4 detector (#20) and a v5 one (#21) checkpointed after 500 readings of
-    # this series. v5 adds a noise alert's persistence (a v4 state starts at none), v6 the
-    # pace (learned from the next reading: a minute, as the reference, so the same scores).
+    # The bytes a v4 detector (#20), a v5 and a v6 one (#21) checkpointed after 500 readings
+    # of this series. v5 adds a noise alert's persistence (a v4 state starts at none), v6 the
+    # pace (learned from the next reading: a minute, as the reference, so the same scores),
+    # v7 an event's swings (none held: the series is quiet).
     state = (Path(__file__).parent / f"detector_state_v{version}.bin").read_bytes()
     assert (state[0], len(state)) == (version, size)
     scorer = Scorer(DetectorSettings())
@@ -69,7 +70,7 @@ def test_a_checkpoint_of_detector_v4_or_v5_loads_and_scores_as_they_did(
     batch = _batch("s", values)
     batch["ts_us"] = [i * 60_000_000 for i in range(500, 520)]
     scores = scorer.score(0, batch, {"s": SensorMeta(None, None, 60)}).batch["anomaly_score"]
-    # What the v4 and v5 detectors themselves scored on these readings (computed with them).
+    # What the v4 to v6 detectors themselves scored on these readings (computed with them).
     assert scores == [0.0] * 11 + [0.4044, 0.6859] + [0.0] * 7
 
 
