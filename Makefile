@@ -135,6 +135,10 @@ bench-detect: install ## Work orders per incident, per scenario, simulated fleet
 bench-false-alarms: install ## A clean fleet's false alarms and work orders per sensor type, judged per reading and per unit of time -> bench/results/false_alarms.md
 	$(BIN)/python -m bench.bench_false_alarms
 
+.PHONY: bench-demo-noise
+bench-demo-noise: install ## The demo's noise faults through the detector at each hour of a day (BENCH_DEMO_NOISE_ARGS="--against old_detectors.py") -> bench/results/demo_noise.md
+	$(BIN)/python -m bench.bench_demo_noise $(BENCH_DEMO_NOISE_ARGS)
+
 .PHONY: bench-detect-readings
 bench-detect-readings: install ## Detector alone on simulated fleet data: precision/recall per reading, updates/s, bytes/sensor -> bench/results/detect.md
 	$(BIN)/python bench/bench_detect_sim.py

@@ -9,7 +9,7 @@ company name are serialised by an advisory lock.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -22,7 +22,7 @@ from tmiot.db import conninfo
 from tmiot.errors import DatabaseError
 from tmiot.simulate.signals import PROFILES, SensorType, SignalBank, SignalProfile
 
-__all__ = ["Fleet", "SimSensor", "device_id", "load_fleet", "register_fleet"]
+__all__ = ["Fleet", "SimSensor", "device_id", "load_fleet", "register_fleet", "sensor_types"]
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +105,15 @@ def device_id(seed: int, index: int) -> str:
     'sim-7-12'
     """
     return f"sim-{seed}-{index}"
+
+
+def sensor_types(indices: Iterable[int]) -> list[SensorType]:
+    """The sensor type of each simulated sensor index: the types in turn.
+
+    >>> [t.value for t in sensor_types(range(2))]
+    ['temperature', 'pressure']
+    """
+    return [_SENSOR_TYPES[i % len(_SENSOR_TYPES)] for i in indices]
 
 
 def _index_of(seed: int, device: str) -> int | None:
@@ -250,7 +259,7 @@ def _insert_sensors(
 ) -> dict[int, _Row]:
     if not indices:
         return {}
-    kinds = [_SENSOR_TYPES[i % len(_SENSOR_TYPES)] for i in indices]
+    kinds = sensor_types(indices)
     profiles = [PROFILES[k] for k in kinds]
     params = {
         "n": len(indices),
