@@ -121,8 +121,8 @@ _NONE, _SPIKE, _DROP, _DRIFT, _NOISE = range(5)
 _TYPES: Final = (None, "spike", "drop", "drift", "noise")
 _SUDDEN_TYPES: Final = (_SPIKE, _DROP)
 # Readings in a row not quiet, in a noise alert's hold-off, to alert again on a reading
-# the noise test leads: noise that lasts (a loose contact) is told from a passing burst
-# by a second alert.
+# that shows noise (the noise test leads, or the event is erratic): noise that lasts (a
+# loose contact) is told from a passing burst by a second alert.
 _LASTING: Final = 10
 _LASTING_MS: Final = 300_000  # ... and for 5 minutes: a fast sensor's readings are not independent
 _QUIET: Final = Verdict(0.0, is_anomaly=False, anomaly_type=None)
