@@ -37,9 +37,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, cast
 
 import faust
@@ -891,6 +893,9 @@ def build_app(settings: Settings, worker: StreamWorker) -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        # Faust makes its data directory even for in-memory tables; not in the working
+        # directory (a read-only root in a container; the repository, under tests).
+        datadir=Path(tempfile.gettempdir()) / f"{stream.app_id}-data",
         web_enabled=False,
         autodiscover=False,
         topic_partitions=kafka.partitions,
