@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -56,12 +57,23 @@ def changes() -> list[Change]:
     out.append(("mean_alphas = (0.25,)", {"mean_alphas": (0.25,)}, {}))
     out.append(("mean_alphas = (0.0625,)", {"mean_alphas": (0.0625,)}, {}))
     out.append(("holdoff_readings = 50", {"holdoff_readings": 50}, {}))
-    for name in ("_HISTORY", "_CLIP", "_NOISE_CLIP", "_QUANTILE_STEP", "_ESCALATE", "_SUDDEN"):
+    for name in (
+        "_HISTORY",
+        "_CLIP",
+        "_NOISE_CLIP",
+        "_QUANTILE_STEP",
+        "_ESCALATE",
+        "_SUDDEN",
+        "_LASTING",
+        "_LASTING_MS",
+        "_SWING",
+    ):
         value = getattr(detectors, name)
         out.extend((f"{name} = {value * f:g}", {}, {name: value * f}) for f in (0.5, 2.0))
     out.append(("_HISTORY = 0 (no history term)", {}, {"_HISTORY": 0.0}))
     out.append(("_XI_MAX = 0 (exponential tails)", {}, {"_XI_MAX": 0.0}))
     out.append(("_REPEAT_RATE = 0 (no stuck test)", {}, {"_REPEAT_RATE": 0.0}))
+    out.append(("_SWING = inf (no erratic noise, v6)", {}, {"_SWING": math.inf}))
     return out
 
 
