@@ -33,6 +33,7 @@ from typing import Any
 
 import stream.detectors
 from tmiot.config import DetectorSettings
+from tmiot.demo.command import CLEAN_LEAD, configure_parser
 from tmiot.simulate.fleet import device_id, sensor_types
 from tmiot.simulate.signals import (
     PROFILES,
@@ -46,8 +47,6 @@ from tmiot.simulate.signals import (
 RESULTS = Path(__file__).parent / "results"
 WINDOW_MS = 3_600_000  # DEMO-ERRATIC: two noise alerts within an hour
 GRACE_MS = 7_200_000  # the demo's report: an incident up to 2 h after the fault is its own
-SPAN = timedelta(hours=12)  # tmiot demo: 60 wall seconds at 720 simulated seconds each
-WARMUP = 0.35  # tmiot demo's clean lead
 DAY0 = datetime(2026, 12, 1, tzinfo=UTC)
 
 
@@ -77,13 +76,17 @@ def twice(noise_ms: list[int]) -> bool:
     return any(b - a <= WINDOW_MS for a, b in itertools.pairwise(noise_ms))
 
 
-def run(hour: int, sensors: int, seed: int, count: int, detectors: list[Any]) -> list[Fault]:
-    """The demo's noise faults with its window ending `hour` h into a day."""
+def run(hour: int, demo: argparse.Namespace, detectors: list[Any]) -> list[Fault]:
+    """The demo's noise faults (`demo`: its options) with its window ending `hour` h into a day."""
+    sensors, seed, count = demo.sensors, demo.seed, demo.anomalies
+    span = timedelta(seconds=demo.duration * demo.time_scale)
     profiles = [PROFILES[k] for k in sensor_types(range(sensors))]
     end = DAY0 + timedelta(hours=hour, minutes=17)
-    start = end - SPAN
+    start = end - span
     bank = SignalBank.build(profiles, seed=seed, origin=start)
-    planned = schedule_anomalies(bank, seed=seed, start=start, end=end, count=count, warmup=WARMUP)
+    planned = schedule_anomalies(
+        bank, seed=seed, start=start, end=end, count=count, warmup=CLEAN_LEAD
+    )
     who, t_ms = bank.sample_times(to_ms(start), to_ms(end))
     who, t_ms, values = inject(bank, who, t_ms, bank.values(who, t_ms), planned)
     settings = DetectorSettings()
@@ -109,13 +112,17 @@ def run(hour: int, sensors: int, seed: int, count: int, detectors: list[Any]) ->
 
 def main(argv: list[str] | None = None) -> int:
     """Run the 24 hours; write bench/results/demo_noise.md."""
+    demo = argparse.ArgumentParser()
+    configure_parser(demo)  # tmiot demo's defaults
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sensors", type=int, default=70)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--anomalies", type=int, default=15)
+    ap.set_defaults(**{k: v for k, v in vars(demo.parse_args([])).items() if k != "out"})
+    ap.add_argument("--sensors", type=int, help="default: tmiot demo's")
+    ap.add_argument("--seed", type=int, help="default: tmiot demo's")
+    ap.add_argument("--anomalies", type=int, help="default: tmiot demo's")
     ap.add_argument("--against", type=Path, help="another stream/detectors.py, scored beside")
     ap.add_argument("--out", type=Path, default=RESULTS / "demo_noise.md")
     args = ap.parse_args(argv)
+    span = timedelta(seconds=args.duration * args.time_scale)
     detectors: list[Any] = [stream.detectors]
     names = ["this detector"]
     if args.against is not None:
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         names.append(f"`{args.against}`")
     faults: list[Fault] = []
     for hour in range(24):
-        faults += run(hour, args.sensors, args.seed, args.anomalies, detectors)
+        faults += run(hour, args, detectors)
         got = [sum(f.caught[i] for f in faults) for i in range(len(detectors))]
         print(f"hour {hour + 1}/24: caught {got} of {len(faults)}", file=sys.stderr, flush=True)
     lines = [
@@ -131,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         (
             f"`tmiot demo`'s fleet ({args.sensors} sensors, seed {args.seed}, {args.anomalies}"
-            " anomalies over 12 simulated hours, the first 35 % clean), its window ending at each"
+            f" anomalies over {span.total_seconds() / 3600:g} simulated hours, the first"
+            f" {CLEAN_LEAD * 100:g} % clean), its window ending at each"
             " hour of a day; each noise fault's sensor scored by the detector alone with its alert"
             " band. Caught: two `noise` alerts within an hour, from the fault's start to 2 h after"
             " its end (what `DEMO-ERRATIC` needs for a work order). `make bench-demo-noise`;"

@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Final
 
-__all__ = ["configure_parser"]
+__all__ = ["CLEAN_LEAD", "configure_parser"]
+
+# The leading share of the simulated span with no anomaly injected: the detectors learn.
+CLEAN_LEAD: Final = 0.35
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from tmiot.config import Settings
 from tmiot.db import apply_schema, conninfo, create_database_if_missing
+from tmiot.demo.command import CLEAN_LEAD
 from tmiot.demo.report import Reading, WorkOrder, summarise, write_pictures
 from tmiot.demo.triggers import FLEET_TRIGGERS
 from tmiot.errors import ServiceError
@@ -290,7 +291,7 @@ async def _demo(args: argparse.Namespace, settings: Settings, console: Console) 
         start=window.start,
         end=window.end,
         count=args.anomalies,
-        warmup=0.35,
+        warmup=CLEAN_LEAD,
     )
     truth = ground_truth(fleet, injections)
     write_ground_truth(out / "ground_truth.csv", truth)
