@@ -83,13 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nab", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path(".tmiot/nab-ablation"))
     parser.add_argument("--out", type=Path, default=nab.RESULTS / "nab_ablation.md")
+    parser.add_argument(
+        "--only",
+        help="comma-separated names: run only the changes that move these (the defaults too)",
+    )
     args = parser.parse_args(argv)
+    wanted = [w.strip() for w in args.only.split(",")] if args.only else None
     ns = nab.nab_score(args.nab)
     data, labels = args.nab / "data", args.nab / "data" / "combined_windows.json"
     names = sorted(json.loads(labels.read_text(encoding="utf-8")))
     weights = ns.load_profiles(None)
     rows = []
     for label, overrides, constants in changes():
+        if wanted and label != "defaults" and not any(label.startswith(w) for w in wanted):
+            continue
         shutil.rmtree(args.work, ignore_errors=True)
         print(f"{label} ...", flush=True)
         folders = nab.run_grid(
